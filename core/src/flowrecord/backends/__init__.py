@@ -1,0 +1,1 @@
+"""Built-in backends. Each registers through the ``flowrecord.backends`` entry points."""

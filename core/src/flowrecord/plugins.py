@@ -1,0 +1,67 @@
+"""Backend discovery: the pluggy plugin manager and the ``flowrecord.backends`` group.
+
+Built-in backends register exactly like third-party ones: each is an entry point
+in the ``flowrecord.backends`` group whose target is a class (instantiated with no
+arguments) or a module. Only the backends named in ``FLOWRECORD_BACKENDS`` are
+imported, so an inactive backend costs nothing. Tests and embedding code can add
+plugin objects directly with :func:`register_backend`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+
+from flowrecord import hookspecs
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "BackendNotFound",
+    "available_backends",
+    "load_backend",
+    "make_plugin_manager",
+]
+
+ENTRY_POINT_GROUP = "flowrecord.backends"
+
+log = logging.getLogger("flowrecord")
+
+
+class BackendNotFound(LookupError):
+    """No backend of that name is installed."""
+
+
+def available_backends() -> dict[str, str]:
+    """Installed backend names and their entry-point targets."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_backend(name: str) -> Any:
+    """Import and instantiate the backend registered as *name*.
+
+    :raises BackendNotFound: nothing of that name is registered.
+    """
+    matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+    if not matches:
+        known = ", ".join(sorted(available_backends())) or "none"
+        raise BackendNotFound(f"no flowrecord backend named {name!r} (installed: {known})")
+    target = matches[0].load()
+    return target() if isinstance(target, type) else target
+
+
+def make_plugin_manager(
+    plugins: Iterable[tuple[str, Any]] = (), trace: bool = False
+) -> pluggy.PluginManager:
+    """A plugin manager with the flowrecord hook specs and *plugins* registered."""
+    pm = pluggy.PluginManager("flowrecord")
+    pm.add_hookspecs(hookspecs)
+    for name, plugin in plugins:
+        pm.register(plugin, name=name)
+    if trace:
+        pm.trace.root.setwriter(lambda msg: log.debug("%s", msg.rstrip()))
+        pm.enable_tracing()
+    return pm

@@ -1,0 +1,1 @@
+"""flowrecord for Metaflow."""
