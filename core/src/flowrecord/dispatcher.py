@@ -49,6 +49,8 @@ log = logging.getLogger("flowrecord")
 
 #: Largest batch a worker hands to a backend at once.
 MAX_BATCH = 5000
+#: Most events in one spool file.
+SPOOL_FILE_EVENTS = 1000
 #: How long a failing backend is left alone before the worker tries it again.
 RETRY_AFTER_S = 5.0
 #: A claimed spool file whose owner is gone is released after this many seconds.
@@ -310,6 +312,7 @@ class _Worker:
         self.delivered = 0
         self.spooled = 0
         self.replayed = 0
+        self.lost = 0
         self.thread = threading.Thread(target=self._loop, name=f"flowrecord-{name}", daemon=True)
         self.thread.start()
 
@@ -371,8 +374,13 @@ class _Worker:
                 self.inflight = []
 
     def _spool(self, batch: Sequence[Event]) -> None:
-        if batch and _write_spool(self.spool, batch) is not None:
-            self.spooled += len(batch)
+        # Small files: a nearly full disk (or a file-size limit) still takes them.
+        for start in range(0, len(batch), SPOOL_FILE_EVENTS):
+            chunk = batch[start : start + SPOOL_FILE_EVENTS]
+            if _write_spool(self.spool, chunk) is not None:
+                self.spooled += len(chunk)
+            else:
+                self.lost += len(chunk)
 
     def _replay(self) -> None:
         if self.callers is None or time.monotonic() < self.retry_at:
@@ -478,6 +486,7 @@ class Dispatcher:
                 "delivered": w.delivered,
                 "spooled": w.spooled,
                 "replayed": w.replayed,
+                "lost": w.lost,
                 "error": w.error,
             }
             for w in self.workers
