@@ -70,11 +70,11 @@ def test_failing_task_records_error_and_reraises(recording):
     with pytest.raises(ZeroDivisionError), flowrecord.run("pipe"), flowrecord.task("boom"):
         1 / 0  # noqa: B018
     flowrecord.flush(5)
-    task_end = [e for e in recording.events("task") if e.state is not State.STARTED][0]
+    task_end = next(e for e in recording.events("task") if e.state is not State.STARTED)
     assert task_end.state is State.FAILED
     assert task_end.error.startswith("ZeroDivisionError")
     assert task_end.duration_s is not None and task_end.duration_s >= 0
-    run_end = [e for e in recording.events("run") if e.state is not State.STARTED][0]
+    run_end = next(e for e in recording.events("run") if e.state is not State.STARTED)
     assert run_end.state is State.FAILED
 
 
