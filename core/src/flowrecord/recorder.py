@@ -915,15 +915,16 @@ def _check_volume(rt: Runtime, event: DatasetEvent) -> None:
     if store is None:
         return
     try:
-        history = store.dataset_row_history(event.name, before=event.ts)
+        # the store answers newest first; the check reads history oldest first
+        history = list(reversed(store.dataset_row_history(event.name, before=event.ts)))
         from flowrecord.collectors.checks import check_volume
 
         result = check_volume(int(event.row_count or 0), history)
     except Exception as exc:
         log.debug("flowrecord: volume check skipped: %s", exc)
         return
-    if any("insufficient" in str(c.get("check", "")) or c.get("skipped") for c in result.checks):
-        return
+    if any(str(c.get("reason", "")).startswith("insufficient history") for c in result.checks):
+        return  # nothing to compare with yet: recording "passed" would be noise
     _emit_validation(event.run_id, event.task_id, event.name, event.fingerprint, result, "record")
 
 
