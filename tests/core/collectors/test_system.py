@@ -1,0 +1,354 @@
+"""System sampler: CPU, memory and (fake) GPU figures, fast start/stop, bounded series."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import psutil  # imported here so the sampler thread's first import is warm
+import pytest
+from fake_nvml import (
+    NVML_ERROR_DRIVER_NOT_LOADED,
+    NVML_ERROR_GPU_IS_LOST,
+    NVML_ERROR_LIBRARY_NOT_FOUND,
+    FakeGpu,
+    FakeNvml,
+)
+
+from flowrecord.collectors.system import SystemSampler, _Series
+
+MiB = 2**20
+
+
+def _run_until(sampler: SystemSampler, predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.005)
+
+
+@pytest.mark.unit
+def test_summary_peaks_and_means_match_the_scripted_gpu_values():
+    """Per-GPU peaks and means are exactly those of the values NVML handed out."""
+    nvml = FakeNvml(
+        [
+            FakeGpu(
+                name="GPU-A",
+                utilization=[10.0, 90.0, 50.0, 30.0],
+                memory_used=[1 * MiB, 8 * MiB, 4 * MiB, 2 * MiB],
+                power_mw=[100_000, 250_000, 150_000, 120_000],
+                processes=[(os.getpid(), 3 * MiB)],
+            ),
+            FakeGpu(name="GPU-B", utilization=[0.0, 5.0], memory_used=[0, MiB], power_mw=None),
+        ]
+    )
+    sampler = SystemSampler(0.01, nvml=nvml)
+    sampler.start()
+    _run_until(sampler, lambda: nvml.reads >= 10)
+    summary, samples = sampler.stop()
+
+    assert summary["gpu_available"] is True
+    assert summary["warnings"] == []
+    assert nvml.shutdowns == 1
+    by_index = {g["index"]: g for g in summary["gpus"]}
+    for index in (0, 1):
+        served = [s for s in nvml.served if s["index"] == index]
+        gpu = by_index[index]
+        util = [s["utilization"] for s in served]
+        used = [s["memory_used"] for s in served]
+        assert gpu["utilization_percent_peak"] == max(util)
+        assert gpu["utilization_percent_mean"] == pytest.approx(statistics.fmean(util))
+        assert gpu["memory_used_bytes_peak"] == max(used)
+        assert gpu["memory_used_bytes_mean"] == round(statistics.fmean(used))
+    assert by_index[0]["name"] == "GPU-A" and by_index[1]["name"] == "GPU-B"
+    power = [s["power_w"] for s in nvml.served if s["index"] == 0]
+    assert by_index[0]["power_watts_peak"] == 250.0
+    assert by_index[0]["power_watts_mean"] == pytest.approx(statistics.fmean(power))
+    assert by_index[0]["process_memory_used_bytes_peak"] == 3 * MiB
+    # Power unsupported on GPU-B: None, and no warning about it.
+    assert by_index[1]["power_watts_peak"] is None and by_index[1]["power_watts_mean"] is None
+    assert by_index[1]["process_memory_used_bytes_peak"] is None
+    assert summary["samples"] == len(samples) == len(nvml.served) // 2
+    first = samples[0]["gpus"][0]
+    assert set(first) >= {
+        "index",
+        "name",
+        "utilization_percent",
+        "memory_used_bytes",
+        "memory_total_bytes",
+        "power_watts",
+    }
+    assert first["memory_total_bytes"] == 80 * 2**30
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("code", [NVML_ERROR_LIBRARY_NOT_FOUND, NVML_ERROR_DRIVER_NOT_LOADED])
+def test_no_nvml_library_or_driver_is_silently_no_gpu(code):
+    """nvmlInit failing for lack of a library or driver means no GPU and no warning."""
+    sampler = SystemSampler(0.01, nvml=FakeNvml(init_error=code))
+    sampler.start()
+    summary, samples = sampler.stop()
+    assert summary["gpu_available"] is False
+    assert summary["gpus"] == []
+    assert summary["warnings"] == []
+    assert samples and all(s["gpus"] == [] for s in samples)
+
+
+@pytest.mark.unit
+def test_nvml_failing_to_start_for_another_reason_warns_once():
+    """An unexpected nvmlInit error gives no GPU figures and exactly one warning."""
+    sampler = SystemSampler(0.01, nvml=FakeNvml(init_error=NVML_ERROR_GPU_IS_LOST))
+    sampler.start()
+    summary, _ = sampler.stop()
+    assert summary["gpu_available"] is False
+    assert len(summary["warnings"]) == 1 and "NVML did not start" in summary["warnings"][0]
+
+
+@pytest.mark.unit
+def test_pynvml_not_installed_is_silently_no_gpu(monkeypatch):
+    """Without the pynvml module at all, sampling works and says nothing about GPUs."""
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # makes `import pynvml` raise ImportError
+    monkeypatch.setattr("flowrecord.collectors.system._nvidia_driver_may_be_present", lambda: True)
+    sampler = SystemSampler(0.01)
+    sampler.start()
+    summary, samples = sampler.stop()
+    assert summary["gpu_available"] is False and summary["warnings"] == []
+    assert len(samples) >= 1
+
+
+@pytest.mark.unit
+def test_real_pynvml_on_this_machine_never_warns_when_no_gpu():
+    """The real nvidia-ml-py: no GPU gives gpu_available False and no warning; a GPU gives figures."""
+    sampler = SystemSampler(0.01)
+    sampler.start()
+    time.sleep(0.05)
+    summary, _ = sampler.stop()
+    if summary["gpu_available"]:
+        assert summary["gpus"] and summary["gpus"][0]["memory_total_bytes"] > 0
+    else:
+        assert summary["gpus"] == [] and summary["warnings"] == []
+
+
+@pytest.mark.unit
+def test_gpu_failing_mid_run_keeps_what_was_collected_and_warns_once():
+    """After NVML breaks, earlier GPU samples stay, GPU polling stops, CPU sampling goes on."""
+    nvml = FakeNvml([FakeGpu(utilization=[20.0, 60.0, 40.0])], fail_after=3)
+    sampler = SystemSampler(0.01, nvml=nvml)
+    sampler.start()
+    _run_until(sampler, lambda: nvml.reads >= 3)
+    time.sleep(0.1)  # several more samples after the failure
+    summary, samples = sampler.stop()
+
+    assert summary["gpu_available"] is True
+    warnings = summary["warnings"]
+    assert len(warnings) == 1 and "GPU sampling stopped after 3 samples" in warnings[0]
+    with_gpu = [s for s in samples if s["gpus"]]
+    assert len(with_gpu) == 3
+    assert len(samples) > 3  # CPU/memory sampling continued
+    assert summary["gpus"][0]["utilization_percent_peak"] == 60.0
+    assert summary["gpus"][0]["utilization_percent_mean"] == pytest.approx(40.0)
+    assert nvml.reads == 3  # no polling after the failure
+    assert nvml.shutdowns == 1
+
+
+@pytest.mark.unit
+def test_start_is_fast_and_stop_is_quick():
+    """start() returns in well under 5 ms and stop() in well under a second."""
+    starts, stops = [], []
+    for _ in range(10):
+        sampler = SystemSampler(1.0, nvml=FakeNvml())
+        began = time.perf_counter()
+        sampler.start()
+        starts.append(time.perf_counter() - began)
+        time.sleep(0.02)
+        began = time.perf_counter()
+        sampler.stop()
+        stops.append(time.perf_counter() - began)
+    assert statistics.median(starts) < 0.005
+    assert statistics.median(stops) < 0.2
+
+
+@pytest.mark.unit
+def test_a_one_millisecond_task_gets_a_sample():
+    """Even a task that stops at once has at least one sample and a duration."""
+    sampler = SystemSampler(1.0, nvml=FakeNvml())
+    sampler.start()
+    time.sleep(0.001)
+    summary, samples = sampler.stop()
+    assert summary["samples"] >= 1 and len(samples) >= 1
+    assert summary["rss_bytes_peak"] > 0
+    assert 0 < summary["duration_s"] < 1.0
+
+
+@pytest.mark.unit
+def test_stop_twice_returns_the_same_result_and_start_twice_raises():
+    """stop() is idempotent; a sampler starts once."""
+    sampler = SystemSampler(0.05, nvml=FakeNvml())
+    sampler.start()
+    with pytest.raises(RuntimeError):
+        sampler.start()
+    first = sampler.stop()
+    assert sampler.stop() is first
+
+
+@pytest.mark.unit
+def test_stop_without_start_warns_instead_of_raising():
+    """A sampler stopped before it started returns an empty summary with a warning."""
+    summary, samples = SystemSampler(0.05).stop()
+    assert summary["samples"] == 0 and samples == ()
+    assert summary["warnings"]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("kwargs", [{"interval": 0}, {"interval": -1}, {"max_samples": 1}])
+def test_bad_arguments_raise_value_error(kwargs):
+    """A non-positive interval or a series shorter than 2 is a ValueError."""
+    with pytest.raises(ValueError):
+        SystemSampler(**kwargs)
+
+
+@pytest.mark.unit
+def test_busy_loop_shows_cpu_use():
+    """A CPU-bound task shows a clearly non-zero cpu_percent."""
+    sampler = SystemSampler(0.05, nvml=FakeNvml(init_error=NVML_ERROR_LIBRARY_NOT_FOUND))
+    sampler.start()
+    deadline = time.monotonic() + 0.4
+    while time.monotonic() < deadline:
+        sum(i * i for i in range(1000))
+    summary, samples = sampler.stop()
+    assert summary["cpu_percent_peak"] > 20
+    assert summary["cpu_percent_mean"] > 10
+    assert all(s["cpu_percent"] >= 0 for s in samples)
+
+
+@pytest.mark.unit
+def test_idle_task_shows_little_cpu_and_leaves_out_the_sampler_itself():
+    """A sleeping task reads near zero CPU: the sampler's own work is not counted."""
+    sampler = SystemSampler(0.02, nvml=FakeNvml(init_error=NVML_ERROR_LIBRARY_NOT_FOUND))
+    sampler.start()
+    time.sleep(0.3)
+    summary, _ = sampler.stop()
+    assert summary["cpu_percent_mean"] < 15
+
+
+_ALLOCATE = (
+    "import sys, time\n"
+    "block = b'x' * (200 * 2**20)\n"  # written, so the pages are resident
+    "sys.stdout.write('ready\\n'); sys.stdout.flush()\n"
+    "time.sleep(30)\n"
+)
+
+
+def _start_allocator() -> subprocess.Popen[str]:
+    child = subprocess.Popen([sys.executable, "-c", _ALLOCATE], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline() == "ready\n"
+    return child
+
+
+@pytest.mark.unit
+def test_process_allocating_200_mb_shows_in_rss_peak():
+    """Sampling another process by pid sees its 200 MB allocation."""
+    child = _start_allocator()
+    try:
+        sampler = SystemSampler(0.02, pid=child.pid, nvml=FakeNvml())
+        sampler.start()
+        time.sleep(0.1)
+        summary, _ = sampler.stop()
+    finally:
+        child.kill()
+        child.wait()
+    assert summary["rss_bytes_peak"] > 190 * MiB
+    assert summary["warnings"] == []
+
+
+@pytest.mark.unit
+def test_children_memory_counts_toward_the_task():
+    """A task's child process (a worker) adds its memory to the task's rss."""
+    before = psutil.Process().memory_info().rss
+    sampler = SystemSampler(0.02, nvml=FakeNvml())
+    sampler.start()
+    child = _start_allocator()
+    try:
+        time.sleep(0.2)
+        summary, _ = sampler.stop()
+    finally:
+        child.kill()
+        child.wait()
+    assert summary["rss_bytes_peak"] > before + 150 * MiB
+
+
+@pytest.mark.unit
+def test_watched_process_ending_is_a_warning_not_an_error():
+    """When the watched process exits mid-run, samples so far are kept and a warning says why."""
+    child = _start_allocator()
+    sampler = SystemSampler(0.02, pid=child.pid, nvml=FakeNvml())
+    sampler.start()
+    time.sleep(0.1)
+    child.kill()
+    child.wait()
+    time.sleep(0.1)
+    summary, samples = sampler.stop()
+    assert len(samples) >= 1
+    assert any("can no longer be read" in w for w in summary["warnings"])
+
+
+@pytest.mark.unit
+def test_long_runs_keep_a_bounded_series():
+    """Past max_samples the series is merged, never longer than the limit."""
+    nvml = FakeNvml([FakeGpu(utilization=[float(i) for i in range(100)])])
+    sampler = SystemSampler(0.002, nvml=nvml, max_samples=8)
+    sampler.start()
+    _run_until(sampler, lambda: nvml.reads >= 40)
+    summary, samples = sampler.stop()
+    assert len(samples) <= 8
+    assert summary["samples"] >= 40
+    assert summary["samples_kept"] == len(samples)
+    # Peaks come from every sample taken, not from the merged series.
+    served = [s["utilization"] for s in nvml.served]
+    assert summary["gpus"][0]["utilization_percent_peak"] == max(served)
+    times = [s["t"] for s in samples]
+    assert times == sorted(times)
+
+
+def _sample(i: int) -> dict:
+    return {
+        "t": float(i),
+        "cpu_percent": float(i),
+        "rss_bytes": 100 - i if i % 2 else i,
+        "gpus": [
+            {
+                "index": 0,
+                "name": "g",
+                "utilization_percent": float(i),
+                "memory_used_bytes": i,
+                "memory_total_bytes": 100,
+                "power_watts": float(i),
+                "process_memory_used_bytes": None,
+            }
+        ],
+    }
+
+
+@pytest.mark.unit
+def test_merged_samples_average_rates_and_keep_memory_maxima():
+    """Merging averages CPU, utilisation and power, keeps memory maxima and the first time."""
+    series = _Series(4)
+    for i in range(8):
+        series.add(_sample(i))
+    kept = series.samples()
+    assert len(kept) <= 4
+    # 8 samples into buckets of 2: (0,1), (2,3), (4,5), (6,7).
+    assert [s["t"] for s in kept] == [0.0, 2.0, 4.0, 6.0]
+    assert [s["cpu_percent"] for s in kept] == [0.5, 2.5, 4.5, 6.5]
+    assert [s["rss_bytes"] for s in kept] == [99, 97, 95, 93]
+    gpu = [s["gpus"][0] for s in kept]
+    assert [g["utilization_percent"] for g in gpu] == [0.5, 2.5, 4.5, 6.5]
+    assert [g["memory_used_bytes"] for g in gpu] == [1, 3, 5, 7]
+    assert [g["power_watts"] for g in gpu] == [0.5, 2.5, 4.5, 6.5]
+    for i in range(8, 1000):
+        series.add(_sample(i))
+        assert len(series.samples()) <= 4
