@@ -1,1 +1,50 @@
-"""flowrecord for Airflow."""
+"""flowrecord for Apache Airflow: every task of every DAG recorded, with no code change.
+
+Installing ``flowrecord-airflow`` registers :class:`~flowrecord_airflow.plugin.FlowrecordPlugin`
+through the ``airflow.plugins`` entry point; its listener records each task
+instance (state, duration, system usage, inputs and outputs) into the
+configured flowrecord backends. For data validation inside DAGs:
+
+>>> from flowrecord_airflow import ValidateDataOperator, validated  # doctest: +SKIP
+
+Names are resolved lazily, so importing this package (which Airflow does in
+every task process) stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flowrecord_airflow.links import FlowrecordLink
+    from flowrecord_airflow.listener import FlowrecordListener
+    from flowrecord_airflow.operators import ValidateDataOperator, validated
+    from flowrecord_airflow.plugin import FlowrecordPlugin
+    from flowrecord_airflow.views import create_app
+
+__all__ = [
+    "FlowrecordLink",
+    "FlowrecordListener",
+    "FlowrecordPlugin",
+    "ValidateDataOperator",
+    "create_app",
+    "validated",
+]
+
+_WHERE = {
+    "FlowrecordLink": "flowrecord_airflow.links",
+    "FlowrecordListener": "flowrecord_airflow.listener",
+    "FlowrecordPlugin": "flowrecord_airflow.plugin",
+    "ValidateDataOperator": "flowrecord_airflow.operators",
+    "create_app": "flowrecord_airflow.views",
+    "validated": "flowrecord_airflow.operators",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flowrecord_airflow' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
