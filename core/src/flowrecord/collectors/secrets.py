@@ -215,7 +215,8 @@ _SHAPE_TRIGGER = re.compile("|".join(re.escape(lit) for rule in _SHAPE_RULES for
 _PAIR = re.compile(
     r"(?P<q>[\"']?)(?<![\w.])(?P<key>[A-Za-z_][\w.\-]*+)(?P=q)\]?"
     r"[ \t]*(?:=>|=(?!=)|:(?![:/]))[ \t]*"
-    r"(?=(?P<val>\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\\\n]|\\.)*'|\{[^{}\n\"':]*\}"
+    r"(?=(?P<val>(?:[bBrRuUfF]{1,2}(?=[\"']))?(?:\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\\\n]|\\.)*')"
+    r"|\{[^{}\n\"':]*\}"
     r"|[^\s,;&{}\[\]()\"']+))"
 )
 
@@ -256,7 +257,11 @@ def _hide_pairs(line: str) -> str:
             continue
         if not is_secret_key(match.group("key")):
             continue
-        hidden = val[0] + REDACTED + val[-1] if len(val) >= 2 and val[0] in "{\"'" else REDACTED
+        opening = len(val) - len(val.lstrip("bBrRuUfF"))  # a Python string prefix: b"..."
+        if len(val) >= opening + 2 and val[opening] in "{\"'":
+            hidden = val[: opening + 1] + REDACTED + val[-1]
+        else:
+            hidden = REDACTED
         pieces += (line[done:start], hidden)
         done = end
     if not pieces:
