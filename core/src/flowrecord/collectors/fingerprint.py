@@ -79,6 +79,7 @@ ENCODING_KEY = b"flowrecord.encoding"
 
 _VERSION = b"flowrecord-fingerprint-v1"
 _PIECE_ROWS = 1 << 20  # rows per bounded copy: 8 MiB for an int64 column
+_MIN_PIECE_ROWS = 1 << 16
 _PIECE_BYTES = 16 << 20  # cap for variable-width pieces, whatever their row count
 _REPR_PIECE_ROWS = 1 << 16  # the per-value fallback goes through Python objects
 _PARALLEL_MIN_BYTES = 4 << 20  # below this a thread pool costs more than it saves
@@ -564,11 +565,13 @@ def _pieces(arr: pa.Array, rows: int | None = None) -> Iterator[pa.Array]:
     """Zero-copy slices of ``arr`` small enough that copying one stays cheap."""
     n = len(arr)
     if rows is None:
-        rows = _PIECE_ROWS
+        # A sixteenth of the array, within bounds: copies stay a small share of
+        # small tables too, and large ones do not pay per-piece overhead often.
+        rows = max(_MIN_PIECE_ROWS, min(_PIECE_ROWS, n // 16))
         if not _is_fixed_width(arr.type):
             # Variable-width rows: size pieces by bytes so a copy stays bounded.
             per_row = max(1, arr.nbytes // max(n, 1))
-            rows = max(1024, min(_PIECE_ROWS, _PIECE_BYTES // per_row))
+            rows = max(1024, min(rows, _PIECE_BYTES // per_row))
     if n <= rows:
         yield arr
         return

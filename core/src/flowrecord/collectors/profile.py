@@ -15,7 +15,7 @@ What else a column gets depends on its type:
 * integers and floats: ``min``, ``max``, ``mean``, ``std`` (population,
   ddof=0), ``histogram`` (``edges``: ``bins + 1`` floats spaced uniformly from
   min to max; ``counts``: ``bins`` ints, the last bin closed; a constant
-  column puts every value in the first bin) and ``quantiles`` (``quantiles``
+  column puts every value in the last bin) and ``quantiles`` (``quantiles``
   floats at p = i / (quantiles - 1); exact up to 2**17 values, above that
   from a fixed-seed uniform sample of 2**17 values, with the ends pinned to
   min and max). Floats also get ``nan`` and ``inf`` (counts of NaN and of
@@ -268,6 +268,7 @@ def _numeric(
     # Pass 2: histogram over [lo, hi] and the quantile sample at fixed random positions.
     counts = np.zeros(bins, np.int64)
     scale = bins / (hi - lo) if hi > lo else 0.0
+    edges = np.linspace(lo, hi, bins + 1)
     keep_all = n <= _QUANTILE_SAMPLE
     positions = None
     if not keep_all:
@@ -286,12 +287,10 @@ def _numeric(
             a, b = np.searchsorted(positions, (seen, seen + m))
             if b > a:
                 sample.append(block[positions[a:b] - seen].astype(np.float64))
-        scaled, idx = scratch[:m], index[:m]
-        np.subtract(block, lo, out=scaled, casting="unsafe")
-        np.multiply(scaled, scale, out=scaled)
-        np.copyto(idx, scaled, casting="unsafe")
-        np.minimum(idx, bins - 1, out=idx)
-        counts += np.bincount(idx, minlength=bins)
+        if scale == 0.0:
+            counts[-1] += m  # a constant column: everything in the last (closed) bin
+        else:
+            _histogram_block(block, lo, scale, edges, scratch[:m], index[:m], counts)
         seen += m
 
     everything = np.concatenate(sample)
@@ -302,13 +301,44 @@ def _numeric(
         max=hi,
         mean=mean,
         std=math.sqrt(max(m2, 0.0) / n),
-        histogram={"edges": np.linspace(lo, hi, bins + 1).tolist(), "counts": counts.tolist()},
+        histogram={"edges": edges.tolist(), "counts": counts.tolist()},
         quantiles=points.tolist(),
     )
     if hll is None:
         stats["distinct_estimate"], stats["distinct_method"] = len(np.unique(everything)), "exact"
     else:
         stats["distinct_estimate"], stats["distinct_method"] = hll.estimate(), "hll"
+
+
+def _histogram_block(
+    block: np.ndarray,
+    lo: float,
+    scale: float,
+    edges: np.ndarray,
+    scaled: np.ndarray,
+    idx: np.ndarray,
+    counts: np.ndarray,
+) -> None:
+    """Add a block to the counts: value v goes to bin k when edges[k] <= v < edges[k + 1].
+
+    The bin is floor((v - lo) * scale), which rounding can put one bin off for
+    values within an ulp of an edge (common with integers); those few are
+    placed again by comparing with the edges themselves, so the counts agree
+    with anyone counting against the published edges.
+    """
+    import numpy as np
+
+    np.subtract(block, lo, out=scaled, casting="unsafe")
+    np.multiply(scaled, scale, out=scaled)
+    np.copyto(idx, scaled, casting="unsafe")
+    np.subtract(scaled, idx, out=scaled)  # fractional part, in [0, 1)
+    np.subtract(scaled, 0.5, out=scaled)
+    np.abs(scaled, out=scaled)
+    near = np.flatnonzero(scaled > 0.5 - 1e-9)
+    if len(near):
+        idx[near] = np.searchsorted(edges, block[near], side="right") - 1
+    np.clip(idx, 0, len(counts) - 1, out=idx)
+    counts += np.bincount(idx, minlength=len(counts))
 
 
 def _ordered(column: pa.ChunkedArray, stats: dict[str, Any]) -> None:
@@ -367,7 +397,8 @@ def _strings(column: pa.ChunkedArray, stats: dict[str, Any], *, text: bool) -> N
     count = stats["count"]
     if count > _EXACT_DISTINCT:
         rng = np.random.default_rng(_SEED)
-        rows = np.sort(rng.integers(0, len(column), _STRING_SAMPLE))
+        # Without replacement: repeats in the sample would read as low cardinality.
+        rows = np.sort(rng.choice(len(column), _STRING_SAMPLE, replace=False))
         sample = pc.drop_null(column.take(pa.array(rows)))
         frequencies = np.asarray(pc.value_counts(sample).field("counts"))
         if len(sample) and len(frequencies) / len(sample) > _LOW_CARDINALITY:

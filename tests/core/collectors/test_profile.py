@@ -1,0 +1,253 @@
+"""Column profiles: right numbers, the documented shape, deterministic, JSON-ready."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import json
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from flowrecord.collectors.profile import profile, schema_of
+
+pytestmark = pytest.mark.unit
+
+BASE_KEYS = {"type", "count", "nulls", "distinct_estimate", "distinct_method"}
+NUMERIC_KEYS = BASE_KEYS | {"min", "max", "mean", "std", "histogram", "quantiles"}
+
+
+def _column(table: pa.Table, name: str = "x", **kwargs) -> dict:
+    return profile(table, **kwargs)["columns"][name]
+
+
+def test_numeric_stats_match_numpy():
+    """min, max, mean, std, histogram and exact quantiles agree with numpy on small data."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(10, 3, 5000)
+    stats = _column(pa.table({"x": x}), bins=15, quantiles=11)
+    assert set(stats) == NUMERIC_KEYS | {"nan", "inf"}
+    assert stats["count"] == 5000 and stats["nulls"] == 0 and stats["nan"] == 0
+    assert stats["min"] == x.min() and stats["max"] == x.max()
+    assert stats["mean"] == pytest.approx(x.mean(), rel=1e-12)
+    assert stats["std"] == pytest.approx(x.std(), rel=1e-12)
+    counts, edges = np.histogram(x, bins=15)
+    assert stats["histogram"]["counts"] == counts.tolist()
+    assert stats["histogram"]["edges"] == pytest.approx(edges.tolist(), rel=1e-15)
+    assert stats["quantiles"] == pytest.approx(np.quantile(x, np.linspace(0, 1, 11)).tolist())
+    assert stats["distinct_estimate"] == 5000 and stats["distinct_method"] == "exact"
+
+
+def test_integer_histogram_counts_values_on_edges_like_numpy():
+    """Integers that fall exactly on bin edges land in the bin numpy puts them in."""
+    x = np.random.default_rng(2).integers(0, 101, 20_000)
+    stats = _column(pa.table({"x": x}), bins=20)
+    counts, _ = np.histogram(x, bins=np.array(stats["histogram"]["edges"]))
+    assert stats["histogram"]["counts"] == counts.tolist()
+    assert isinstance(stats["min"], float) and stats["min"] == 0.0
+
+
+def test_nulls_nan_and_infinity_are_counted_apart():
+    """Nulls, NaN and +/-inf are counted; every other statistic covers the finite values only."""
+    x = pa.array([1.0, None, float("nan"), float("inf"), -float("inf"), 3.0, None])
+    stats = _column(pa.table({"x": x}), bins=2, quantiles=3)
+    assert (stats["count"], stats["nulls"], stats["nan"], stats["inf"]) == (5, 2, 1, 2)
+    assert (stats["min"], stats["max"], stats["mean"]) == (1.0, 3.0, 2.0)
+    assert stats["histogram"] == {"edges": [1.0, 2.0, 3.0], "counts": [1, 1]}
+    assert stats["quantiles"] == [1.0, 2.0, 3.0]
+    json.dumps(stats, allow_nan=False)
+
+
+def test_all_nan_and_constant_columns():
+    """An all-NaN column has counts and no statistics; a constant one fills the last bin."""
+    nan = _column(pa.table({"x": [float("nan")] * 3}))
+    assert (nan["count"], nan["nan"], nan["distinct_estimate"]) == (3, 3, 0)
+    assert "mean" not in nan
+    const = _column(pa.table({"x": [4] * 10}), bins=4)
+    assert const["histogram"] == {"edges": [4.0] * 5, "counts": [0, 0, 0, 10]}
+    assert const["std"] == 0.0 and const["quantiles"][50] == 4.0
+
+
+def test_empty_table_has_counts_only():
+    """An empty table profiles every column with count 0 and no statistics."""
+    table = pa.table({"x": pa.array([], pa.float64()), "s": pa.array([], pa.string())})
+    result = profile(table)
+    assert result["row_count"] == 0
+    for stats in result["columns"].values():
+        assert set(stats) == BASE_KEYS
+        assert stats["count"] == 0 and stats["nulls"] == 0
+
+
+def test_large_column_sketches_are_close_and_deterministic():
+    """Above the exact limits quantiles come from a sample and distinct from HyperLogLog: close, repeatable."""
+    rng = np.random.default_rng(3)
+    n = 400_000
+    x = rng.integers(0, 150_000, n).astype(np.float64)
+    table = pa.table({"x": x})
+    stats = _column(table)
+    assert stats["distinct_method"] == "hll"
+    assert stats["distinct_estimate"] == pytest.approx(len(np.unique(x)), rel=0.04)
+    exact = np.quantile(x, np.linspace(0, 1, 101))
+    assert np.max(np.abs(np.array(stats["quantiles"]) - exact)) < 0.01 * 150_000
+    assert stats["quantiles"][0] == x.min() and stats["quantiles"][-1] == x.max()
+    assert sum(stats["histogram"]["counts"]) == n
+    assert stats["mean"] == pytest.approx(x.mean(), rel=1e-12)
+    assert profile(table) == profile(table)
+    chunked = _column(pa.table({"x": pa.chunked_array([x[:123_457], x[123_457:]])}))
+    for key in ("mean", "std"):  # summed in another order: equal up to rounding
+        assert chunked.pop(key) == pytest.approx(stats.pop(key), rel=1e-12)
+    assert chunked == stats
+
+
+def test_booleans():
+    """Booleans get the share of true and both counts, no histogram."""
+    stats = _column(pa.table({"x": [True, False, True, None]}))
+    assert stats["mean"] == pytest.approx(2 / 3)
+    assert stats["top"] == [[True, 2], [False, 1]]
+    assert stats["distinct_estimate"] == 2 and "histogram" not in stats
+
+
+def test_strings_small_and_low_cardinality():
+    """Strings get character lengths and the most frequent values, exact when cheap."""
+    stats = _column(pa.table({"x": ["é", "bb", None, "bb", "ccc"]}))
+    assert (stats["min_length"], stats["max_length"], stats["mean_length"]) == (1, 3, 2.0)
+    assert stats["top"] == [["bb", 2], ["é", 1], ["ccc", 1]]
+    assert (stats["distinct_estimate"], stats["distinct_method"]) == (3, "exact")
+
+    rng = np.random.default_rng(4)
+    many = pa.array(rng.integers(0, 30, 200_000).astype(str))
+    big = _column(pa.table({"x": many}))
+    assert (big["distinct_estimate"], big["distinct_method"]) == (30, "exact")
+    assert len(big["top"]) == 10 and big["top"][0][1] >= big["top"][-1][1]
+
+
+def test_strings_large_and_high_cardinality_are_estimated():
+    """Large high-cardinality strings get a sampled distinct estimate and no top list."""
+    values = pa.array([f"id-{i}" for i in range(300_000)])
+    stats = _column(pa.table({"x": values}))
+    assert stats["distinct_method"] == "sample"
+    assert stats["distinct_estimate"] == pytest.approx(300_000, rel=0.05)
+    assert "top" not in stats
+
+
+def test_string_families_and_dictionaries_profile_alike():
+    """string_view, large_string and dictionary columns give the same statistics as string."""
+    values = ["a", "bb", None, "a"]
+    expected = _column(pa.table({"x": pa.array(values)}))
+    for arr in (
+        pa.array(values, pa.large_string()),
+        pa.array(values, pa.string_view()),
+        pa.array(values).dictionary_encode(),
+    ):
+        got = _column(pa.table({"x": arr}))
+        assert {k: v for k, v in got.items() if k != "type"} == {
+            k: v for k, v in expected.items() if k != "type"
+        }
+
+
+def test_temporal_and_decimal_min_max_are_strings():
+    """Dates, timestamps, durations and decimals report min and max as strings."""
+    table = pa.table(
+        {
+            "d": [datetime.date(2024, 1, 2), datetime.date(2023, 5, 6)],
+            "ts": pa.array([datetime.datetime(2024, 1, 1, 12), None], pa.timestamp("us", tz="UTC")),
+            "du": pa.array([5, 60], pa.duration("s")),
+            "dec": [decimal.Decimal("1.25"), decimal.Decimal("-3.50")],
+        }
+    )
+    cols = profile(table)["columns"]
+    assert (cols["d"]["min"], cols["d"]["max"]) == ("2023-05-06", "2024-01-02")
+    assert cols["ts"]["min"].startswith("2024-01-01 12:00:00")
+    assert (cols["du"]["min"], cols["du"]["max"]) == ("0:00:05", "0:01:00")
+    assert (cols["dec"]["min"], cols["dec"]["max"]) == ("-3.50", "1.25")
+    assert cols["ts"]["nulls"] == 1 and cols["d"]["distinct_estimate"] == 2
+
+
+def test_nested_and_mixed_object_columns_get_counts_and_a_warning():
+    """Lists, structs and mixed pandas objects are profiled for counts only, with a warning each."""
+    table = pa.table({"l": [[1], None, []], "st": [{"a": 1}, {"a": 2}, None]})
+    result = profile(table)
+    assert result["columns"]["l"] == {
+        "type": "list<item: int64>",
+        "count": 2,
+        "nulls": 1,
+        "distinct_estimate": None,
+        "distinct_method": None,
+    }
+    assert result["columns"]["st"]["nulls"] == 1
+    assert len(result["warnings"]) == 2
+    mixed = profile(pd.DataFrame({"o": [1, "a", None]}))
+    assert mixed["columns"]["o"]["type"] == "object"
+    assert (mixed["columns"]["o"]["count"], mixed["columns"]["o"]["nulls"]) == (2, 1)
+    assert "mixed Python objects" in mixed["warnings"][0]
+
+
+def test_duplicate_names_are_kept_apart():
+    """Duplicate column names are profiled under name#2 with a warning."""
+    table = pa.Table.from_arrays([pa.array([1]), pa.array(["a"])], names=["x", "x"])
+    result = profile(table)
+    assert list(result["columns"]) == ["x", "x#2"]
+    assert result["columns"]["x#2"]["type"] == "string"
+    assert result["warnings"]
+
+
+def test_frames_are_accepted_and_agree():
+    """pandas and polars frames profile like the Arrow table of the same data."""
+    data = {"x": [1.5, 2.5, 3.5], "s": ["a", "b", "a"]}
+    arrow = profile(pa.table(data))
+    polars = profile(pl.DataFrame(data))
+    pandas = profile(pd.DataFrame(data))
+    for result in (polars, pandas):
+        assert result["columns"]["x"] == arrow["columns"]["x"]
+        assert result["columns"]["s"]["top"] == arrow["columns"]["s"]["top"]
+
+
+def test_bad_arguments():
+    """bins < 1 and quantiles < 2 are refused."""
+    table = pa.table({"x": [1.0]})
+    with pytest.raises(ValueError, match="bins"):
+        profile(table, bins=0)
+    with pytest.raises(ValueError, match="quantiles"):
+        profile(table, quantiles=1)
+    with pytest.raises(TypeError):
+        profile({"x": [1]})
+
+
+def test_profile_is_json_ready():
+    """A profile of mixed types survives json round trips unchanged, without NaN."""
+    table = pa.table(
+        {
+            "f": [1.0, float("nan"), None],
+            "i": pa.array([1, 2, 3], pa.int8()),
+            "s": ["x", None, "y"],
+            "b": [True, None, False],
+        }
+    )
+    result = profile(table)
+    assert json.loads(json.dumps(result, allow_nan=False)) == result
+
+
+def test_drift_check_reads_profiles():
+    """The drift check accepts our profiles: the same data does not drift, shifted data does."""
+    from flowrecord.collectors.checks import check_drift
+
+    rng = np.random.default_rng(5)
+    reference = profile(pa.table({"x": rng.normal(0, 1, 50_000)}))
+    same = check_drift(reference, profile(pa.table({"x": rng.normal(0, 1, 50_000)})))
+    shifted = check_drift(reference, profile(pa.table({"x": rng.normal(1.5, 1, 50_000)})))
+    assert same.passed and not shifted.passed
+
+
+def test_schema_of():
+    """schema_of lists name, Arrow type string and nullability per column."""
+    schema = pa.schema(
+        [pa.field("a", pa.int32(), nullable=False), pa.field("b", pa.large_string())]
+    )
+    assert schema_of(schema.empty_table()) == (
+        {"name": "a", "type": "int32", "nullable": False},
+        {"name": "b", "type": "large_string", "nullable": True},
+    )
+    assert schema_of(pd.DataFrame({"o": [1, "a"]}))[0]["type"] == "object"
