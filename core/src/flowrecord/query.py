@@ -528,8 +528,8 @@ def run_details(
                 "schema_name": r["schema_name"],
                 "passed": bool(r["passed"]),
                 "policy": r["policy"],
-                "checks": len(checks),
-                "failed_checks": sum(
+                "checks_total": len(checks),
+                "checks_failed": sum(
                     1 for c in checks if isinstance(c, Mapping) and c.get("passed") is False
                 ),
                 "failure_count": r["failure_count"],
@@ -548,7 +548,7 @@ def run_details(
                 "task_id": r["task_id"],
                 "task": task_name(r["task_id"]),
                 "summary": _load(r["summary"], {}),
-                "samples": r["samples"],
+                "sample_count": r["samples"],
             }
         )
     code = None
@@ -565,7 +565,7 @@ def run_details(
             "repo_root": c["repo_root"],
             "python": c["python"],
             "platform": c["platform"],
-            "packages": len(_load(c["packages"], {})),
+            "package_count": len(_load(c["packages"], {})),
             "warnings": _load(c["warnings"], []),
         }
     artifacts = [
