@@ -35,8 +35,11 @@ from flowrecord.events import (
     CodeSnapshotEvent,
     DatasetEvent,
     GateDecisionEvent,
+    RunEvent,
+    State,
     SystemUsageEvent,
     ValidationEvent,
+    event_to_dict,
 )
 from flowrecord.testing import RecordingBackend
 
@@ -643,6 +646,34 @@ def test_sync_replays_a_third_party_backend_from_its_entry_point(tmp_path: Path)
     again = _script("sync", env=env)
     assert again.returncode == 0 and "Nothing to sync" in again.stdout
     assert (state / "received.txt").read_text().split() == received
+
+
+def test_sync_replays_the_temp_fallback_spool(
+    flowrecord_home: Path, capsys: pytest.CaptureFixture[str]
+):
+    """Batches spooled to the temp-dir fallback (home unwritable at the time) are replayed too."""
+    fallback = spool_dirs(flowrecord_home, "local")[1]
+    fallback.mkdir(parents=True, exist_ok=True)
+    event = RunEvent(
+        event_id=new_event_id(),
+        ts=time.time(),
+        run_id="fallback-run",
+        state=State.STARTED,
+        orchestrator="python",
+        pipeline="p",
+        run_key="from-fallback",
+    )
+    (fallback / f"{new_event_id()}.jsonl").write_text(json.dumps(event_to_dict(event)) + "\n")
+    try:
+        doc = _json(capsys, "sync")
+        (local,) = [b for b in doc["backends"] if b["backend"] == "local"]
+        assert (local["backend"], local["files"], local["events"]) == ("local", 1, 1)
+        assert _json(capsys, "show", "from-fallback")["run"]["run_id"] == "fallback-run"
+        assert not list(fallback.glob("*.jsonl"))
+    finally:
+        import shutil
+
+        shutil.rmtree(fallback.parent, ignore_errors=True)
 
 
 def test_sync_leaves_spools_of_unconfigured_backends(

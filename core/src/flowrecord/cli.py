@@ -162,6 +162,7 @@ class Context:
         sys.stderr.flush()
 
     def close(self) -> None:
+        """Close the store connection this context opened, if any."""
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -187,10 +188,7 @@ def _isatty(stream: Any) -> bool:
 def _commands() -> list[Command]:
     commands: list[Command] = []
     for module_name in COMMAND_MODULES:
-        module = sys.modules[__name__] if module_name == __name__ else None
-        if module is None:
-            module = importlib.import_module(module_name)
-        commands.extend(module.COMMANDS)
+        commands.extend(importlib.import_module(module_name).COMMANDS)
     return commands
 
 
@@ -977,6 +975,8 @@ def sync_spool(
     pending = {name: pending_spool_files(spool_dirs(config.home, name)) for name in names}
     total = sum(len(files) for files in pending.values())
     done = 0
+    if progress is not None:
+        progress(0, total)
     reports = []
     for name in names:
         dirs = spool_dirs(config.home, name)
@@ -1144,3 +1144,7 @@ COMMANDS: list[Command] = [
     ),
     Command("sync", "Replay events spooled while a backend was unavailable.", _add_sync, _run_sync),
 ]
+
+
+if __name__ == "__main__":  # python -m flowrecord.cli
+    sys.exit(main())
