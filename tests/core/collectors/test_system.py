@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import psutil  # imported here so the sampler thread's first import is warm
 import pytest
@@ -53,26 +55,34 @@ def test_summary_peaks_and_means_match_the_scripted_gpu_values():
 
     assert summary["gpu_available"] is True
     assert summary["warnings"] == []
-    assert nvml.shutdowns == 1
+    _run_until(sampler, lambda: nvml.shutdowns == 1)  # NVML is shut down, by the thread
+    scripts = {0: nvml.gpus[0], 1: nvml.gpus[1]}
     by_index = {g["index"]: g for g in summary["gpus"]}
     for index in (0, 1):
-        served = [s for s in nvml.served if s["index"] == index]
+        # Each sample carries values straight from the script, and the summary's
+        # peaks and means are those of the samples (no merging at this length).
+        read = [g for s in samples for g in s["gpus"] if g["index"] == index]
+        util = [g["utilization_percent"] for g in read]
+        used = [g["memory_used_bytes"] for g in read]
+        assert set(util) <= set(scripts[index].utilization)
+        assert set(used) <= set(scripts[index].memory_used)
         gpu = by_index[index]
-        util = [s["utilization"] for s in served]
-        used = [s["memory_used"] for s in served]
         assert gpu["utilization_percent_peak"] == max(util)
         assert gpu["utilization_percent_mean"] == pytest.approx(statistics.fmean(util))
         assert gpu["memory_used_bytes_peak"] == max(used)
         assert gpu["memory_used_bytes_mean"] == round(statistics.fmean(used))
+    # At least five samples were read, so every scripted peak was seen.
+    assert by_index[0]["utilization_percent_peak"] == 90.0
+    assert by_index[0]["memory_used_bytes_peak"] == 8 * MiB
     assert by_index[0]["name"] == "GPU-A" and by_index[1]["name"] == "GPU-B"
-    power = [s["power_w"] for s in nvml.served if s["index"] == 0]
+    power = [g["power_watts"] for s in samples for g in s["gpus"] if g["index"] == 0]
     assert by_index[0]["power_watts_peak"] == 250.0
     assert by_index[0]["power_watts_mean"] == pytest.approx(statistics.fmean(power))
     assert by_index[0]["process_memory_used_bytes_peak"] == 3 * MiB
     # Power unsupported on GPU-B: None, and no warning about it.
     assert by_index[1]["power_watts_peak"] is None and by_index[1]["power_watts_mean"] is None
     assert by_index[1]["process_memory_used_bytes_peak"] is None
-    assert summary["samples"] == len(samples) == len(nvml.served) // 2
+    assert summary["samples"] == len(samples)
     first = samples[0]["gpus"][0]
     assert set(first) >= {
         "index",
@@ -91,6 +101,7 @@ def test_no_nvml_library_or_driver_is_silently_no_gpu(code):
     """nvmlInit failing for lack of a library or driver means no GPU and no warning."""
     sampler = SystemSampler(0.01, nvml=FakeNvml(init_error=code))
     sampler.start()
+    assert sampler._ready.wait(10)
     summary, samples = sampler.stop()
     assert summary["gpu_available"] is False
     assert summary["gpus"] == []
@@ -103,6 +114,8 @@ def test_nvml_failing_to_start_for_another_reason_warns_once():
     """An unexpected nvmlInit error gives no GPU figures and exactly one warning."""
     sampler = SystemSampler(0.01, nvml=FakeNvml(init_error=NVML_ERROR_GPU_IS_LOST))
     sampler.start()
+    # Past its start-up even on a loaded machine (stop() gives up on a slow start).
+    assert sampler._ready.wait(10)
     summary, _ = sampler.stop()
     assert summary["gpu_available"] is False
     assert len(summary["warnings"]) == 1 and "NVML did not start" in summary["warnings"][0]
@@ -152,7 +165,7 @@ def test_gpu_failing_mid_run_keeps_what_was_collected_and_warns_once():
     assert summary["gpus"][0]["utilization_percent_peak"] == 60.0
     assert summary["gpus"][0]["utilization_percent_mean"] == pytest.approx(40.0)
     assert nvml.reads == 3  # no polling after the failure
-    assert nvml.shutdowns == 1
+    _run_until(sampler, lambda: nvml.shutdowns == 1)
 
 
 @pytest.mark.unit
@@ -220,8 +233,9 @@ def test_busy_loop_shows_cpu_use():
     while time.monotonic() < deadline:
         sum(i * i for i in range(1000))
     summary, samples = sampler.stop()
-    assert summary["cpu_percent_peak"] > 20
-    assert summary["cpu_percent_mean"] > 10
+    # Low bars: a shared CI machine may give this process a fraction of a core.
+    assert summary["cpu_percent_peak"] > 5
+    assert summary["cpu_percent_mean"] > 2
     assert all(s["cpu_percent"] >= 0 for s in samples)
 
 
@@ -243,24 +257,29 @@ _ALLOCATE = (
 )
 
 
-def _start_allocator() -> subprocess.Popen[str]:
+@contextlib.contextmanager
+def _allocator() -> Iterator[subprocess.Popen[str]]:
+    """A child process holding 200 MB, killed and reaped on exit."""
     child = subprocess.Popen([sys.executable, "-c", _ALLOCATE], stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None and child.stdout.readline() == "ready\n"
-    return child
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
+        yield child
+    finally:
+        child.kill()
+        child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
 
 
 @pytest.mark.unit
 def test_process_allocating_200_mb_shows_in_rss_peak():
     """Sampling another process by pid sees its 200 MB allocation."""
-    child = _start_allocator()
-    try:
+    with _allocator() as child:
         sampler = SystemSampler(0.02, pid=child.pid, nvml=FakeNvml())
         sampler.start()
+        assert sampler._ready.wait(10)
         time.sleep(0.1)
         summary, _ = sampler.stop()
-    finally:
-        child.kill()
-        child.wait()
     assert summary["rss_bytes_peak"] > 190 * MiB
     assert summary["warnings"] == []
 
@@ -271,25 +290,21 @@ def test_children_memory_counts_toward_the_task():
     before = psutil.Process().memory_info().rss
     sampler = SystemSampler(0.02, nvml=FakeNvml())
     sampler.start()
-    child = _start_allocator()
-    try:
+    with _allocator():
         time.sleep(0.2)
         summary, _ = sampler.stop()
-    finally:
-        child.kill()
-        child.wait()
     assert summary["rss_bytes_peak"] > before + 150 * MiB
 
 
 @pytest.mark.unit
 def test_watched_process_ending_is_a_warning_not_an_error():
     """When the watched process exits mid-run, samples so far are kept and a warning says why."""
-    child = _start_allocator()
-    sampler = SystemSampler(0.02, pid=child.pid, nvml=FakeNvml())
-    sampler.start()
-    time.sleep(0.1)
-    child.kill()
-    child.wait()
+    with _allocator() as child:
+        sampler = SystemSampler(0.02, pid=child.pid, nvml=FakeNvml())
+        sampler.start()
+        assert sampler._ready.wait(10)
+        time.sleep(0.1)
+    # The context has killed and reaped the child.
     time.sleep(0.1)
     summary, samples = sampler.stop()
     assert len(samples) >= 1

@@ -54,9 +54,11 @@ __all__ = ["SystemSampler", "gpu_smoke"]
 # persistence daemon) is abandoned and stop() samples CPU and memory itself.
 _STOP_WAIT_S = 0.04
 # Listing descendants scans /proc and grows with the number of processes on the
-# host; it is done less often when it would cost more than this share of the
-# sampling interval.
-_CHILD_SCAN_BUDGET = 0.01
+# host; it is done less often when its CPU time would exceed this share of the
+# sampling interval. The final sample rescans when a scan is cheaper than
+# _FINAL_SCAN_MAX_S, so stop() stays quick.
+_CHILD_SCAN_BUDGET = 0.02
+_FINAL_SCAN_MAX_S = 0.02
 # NVML error codes (pynvml's NVML_ERROR_*), used when the module lacks the names.
 _NVML_NOT_SUPPORTED = 3
 _NVML_NO_PERMISSION = 4
@@ -104,12 +106,14 @@ class _ProcessProbe:
         return float(times.user + times.system)
 
     def _scan_children(self) -> None:
-        started = time.perf_counter()
+        # CPU time, not wall time: waiting for the GIL held by a busy task costs
+        # the task nothing, and would make the scan look expensive.
+        started = time.thread_time()
         try:
             found = self._proc.children(recursive=True)
         except self._psutil.Error:
             found = []
-        self._scan_cost = time.perf_counter() - started
+        self._scan_cost = time.thread_time() - started
         self._scan_every = max(
             1, math.ceil(self._scan_cost / (_CHILD_SCAN_BUDGET * self._interval))
         )
@@ -141,8 +145,10 @@ class _ProcessProbe:
         read on that thread), or None when read from another thread.
         """
         self._since_scan += 1
-        # The final sample skips an expensive scan: stop() must stay quick.
-        if self._since_scan >= self._scan_every and not (final and self._scan_cost > 0.01):
+        # The final sample always rescans when that is cheap (children started
+        # late are seen) and never when it is not: stop() must stay quick.
+        due = self._since_scan >= self._scan_every
+        if (due and not final) or (final and self._scan_cost < _FINAL_SCAN_MAX_S):
             self._scan_children()
         now = time.monotonic()
         cpu = self._cpu()
@@ -457,6 +463,7 @@ class SystemSampler:
         self._pid = pid
         self._nvml = nvml
         self._stop = threading.Event()
+        self._ready = threading.Event()  # set once the thread has opened its probes
         self._lock = threading.Lock()
         self._started = False
         self._done = threading.Event()
@@ -524,6 +531,7 @@ class SystemSampler:
         try:
             self._open_process()
             self._open_gpus()
+            self._ready.set()
             while True:
                 stopping = self._stop.wait(self._interval)
                 with self._lock:
