@@ -337,7 +337,7 @@ def _histogram_block(
     near = np.flatnonzero(scaled > 0.5 - 1e-9)
     if len(near):
         idx[near] = np.searchsorted(edges, block[near], side="right") - 1
-    np.clip(idx, 0, len(counts) - 1, out=idx)
+    np.minimum(idx, len(counts) - 1, out=idx)  # v >= lo, so never below bin 0
     counts += np.bincount(idx, minlength=len(counts))
 
 

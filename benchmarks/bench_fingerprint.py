@@ -1,0 +1,233 @@
+"""How fast flowrecord fingerprints and profiles data, against the peers and the memory bus.
+
+Builds one Arrow table of ``--size-mb`` MiB (8 columns, float64 and int64
+alternating; default 1 GiB) and measures, in one run:
+
+* ``fingerprint_table`` on it, and on the same table with 10% nulls (the
+  path that compacts values in bounded pieces), and ``fingerprint`` of the
+  same data as a pandas DataFrame (conversion included);
+* ``pandas.util.hash_pandas_object`` (a row hash, pandas' nearest peer);
+* MLflow's dataset digest, ``mlflow.data.digest_utils.compute_pandas_digest``,
+  on the first ``--mlflow-rows`` rows only: it maps ``type`` over every cell
+  in Python, so a full gigabyte would take many minutes (and it hashes only
+  its first 10,000 rows, so it is not a content hash);
+* the floor: a numpy sum over the same buffers (one thread), and xxh3-128 over
+  the raw buffers with one thread per core, which is what a fingerprint
+  could at best cost;
+* ``profile`` in rows/s and values/s;
+* the extra memory each fingerprint needs: peak Arrow allocations
+  (``pool.max_memory()`` above what was allocated before) and peak RSS
+  (sampled every 2 ms) above the starting RSS.
+
+Each figure is the best of ``--repeat`` runs: on a shared machine the
+minimum is the least noisy estimate.
+
+    uv run --no-sync python benchmarks/bench_fingerprint.py
+    uv run --no-sync python benchmarks/bench_fingerprint.py --size-mb 256 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import xxhash
+
+from flowrecord.collectors.fingerprint import fingerprint, fingerprint_table
+from flowrecord.collectors.profile import profile
+
+COLUMNS = 8
+
+
+def build_table(size_mb: int, null_fraction: float = 0.0, seed: int = 0) -> pa.Table:
+    """8 columns of random float64 / int64, optionally with a validity bitmap (zero-copy buffers)."""
+    rng = np.random.default_rng(seed)
+    rows = size_mb * (1 << 20) // (8 * COLUMNS)
+    arrays = []
+    for i in range(COLUMNS):
+        values = rng.random(rows) if i % 2 else rng.integers(0, 1 << 40, rows)
+        validity = None
+        if null_fraction:
+            validity = pa.py_buffer(
+                np.packbits(rng.random(rows) >= null_fraction, bitorder="little")
+            )
+        t = pa.float64() if i % 2 else pa.int64()
+        arrays.append(pa.Array.from_buffers(t, rows, [validity, pa.py_buffer(values)]))
+    return pa.Table.from_arrays(arrays, names=[f"c{i}" for i in range(COLUMNS)])
+
+
+class PeakMemory:
+    """Peak Arrow allocations and peak RSS above the starting point, while in the block."""
+
+    def __init__(self) -> None:
+        self.process = psutil.Process()
+        self.pool = pa.default_memory_pool()
+
+    def __enter__(self) -> PeakMemory:
+        gc.collect()
+        self.arrow_start = self.pool.bytes_allocated()
+        self.arrow_peak_before = self.pool.max_memory()
+        self.rss_start = self.rss_peak = self.process.memory_info().rss
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while self.running:
+            self.rss_peak = max(self.rss_peak, self.process.memory_info().rss)
+            time.sleep(0.002)
+
+    def __exit__(self, *exc: object) -> None:
+        self.running = False
+        self.thread.join()
+        # max_memory() is a high-water mark since start: it only tells when it moved.
+        peak = self.pool.max_memory()
+        self.arrow_extra = max(0, peak - self.arrow_start) if peak > self.arrow_peak_before else 0
+        self.rss_extra = max(0, self.rss_peak - self.rss_start)
+
+
+def best_of(repeat: int, fn: Callable[[], object]) -> tuple[float, object]:
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def raw_xxh3(table: pa.Table) -> None:
+    """xxh3-128 of each column's values buffer, one thread per core: the floor for a fingerprint."""
+
+    def one(column: pa.ChunkedArray) -> bytes:
+        h = xxhash.xxh3_128()
+        for chunk in column.chunks:
+            h.update(chunk.buffers()[1])
+        return h.digest()
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(one, table.columns))
+
+
+def numpy_sum(table: pa.Table) -> float:
+    return sum(
+        float(np.frombuffer(c.chunks[0].buffers()[1], np.uint64).sum()) for c in table.columns
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--size-mb", type=int, default=1024, help="table size in MiB (default 1024)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per measurement; the best counts"
+    )
+    parser.add_argument(
+        "--mlflow-rows", type=int, default=200_000, help="rows given to MLflow's digest"
+    )
+    args = parser.parse_args()
+
+    table = build_table(args.size_mb)
+    with_nulls = build_table(args.size_mb, null_fraction=0.1, seed=1)
+    nbytes = table.nbytes
+    rows = table.num_rows
+    print(
+        f"table: {rows:,} rows x {COLUMNS} columns (float64/int64), {nbytes / 2**20:,.0f} MiB; "
+        f"{os.cpu_count()} cores"
+    )
+
+    results: list[tuple[str, float, str, str]] = []  # name, seconds, throughput text, memory text
+
+    def record(name: str, seconds: float, size: int, memory: PeakMemory | None = None) -> float:
+        rate = size / seconds / 1e9
+        mem = ""
+        if memory is not None:
+            mem = (
+                f"arrow +{memory.arrow_extra / 2**20:,.1f} MiB ({memory.arrow_extra / nbytes:.1%}), "
+                f"rss +{memory.rss_extra / 2**20:,.1f} MiB ({memory.rss_extra / nbytes:.1%})"
+            )
+        results.append((name, seconds, f"{rate:6.2f} GB/s", mem))
+        return rate
+
+    seconds, _ = best_of(args.repeat, lambda: numpy_sum(table))
+    floor_sum = record("numpy sum over the buffers (1 thread)", seconds, nbytes)
+    seconds, _ = best_of(args.repeat, lambda: raw_xxh3(table))
+    floor_hash = record(f"xxh3-128 of raw buffers ({os.cpu_count()} threads)", seconds, nbytes)
+
+    with PeakMemory() as memory:
+        seconds, digest = best_of(args.repeat, lambda: fingerprint_table(table))
+    ours = record("flowrecord fingerprint_table", seconds, nbytes, memory)
+    with PeakMemory() as memory:
+        seconds, _ = best_of(args.repeat, partial(fingerprint_table, with_nulls))
+    ours_nulls = record(
+        "flowrecord fingerprint_table, 10% nulls", seconds, with_nulls.nbytes, memory
+    )
+    del with_nulls
+
+    import pandas as pd
+
+    frame = table.to_pandas()
+    with PeakMemory() as memory:
+        seconds, pandas_digest = best_of(args.repeat, partial(fingerprint, frame))
+    ours_pandas = record("flowrecord fingerprint(pandas DataFrame)", seconds, nbytes, memory)
+    assert pandas_digest == digest, "pandas and Arrow views of the same data must agree"
+
+    with PeakMemory() as memory:
+        seconds, _ = best_of(args.repeat, partial(pd.util.hash_pandas_object, frame, index=False))
+    peer_pandas = record("pandas.util.hash_pandas_object", seconds, nbytes, memory)
+
+    try:
+        from mlflow.data.digest_utils import compute_pandas_digest
+    except ImportError:
+        compute_pandas_digest = None
+    if compute_pandas_digest is not None:
+        head = frame.iloc[: args.mlflow_rows]
+        head_bytes = int(head.memory_usage(index=False).sum())
+        seconds, _ = best_of(max(1, args.repeat - 1), partial(compute_pandas_digest, head))
+        peer_mlflow = record(
+            f"mlflow compute_pandas_digest ({len(head):,} rows)", seconds, head_bytes
+        )
+    del frame
+
+    seconds, prof = best_of(args.repeat, lambda: profile(table))
+    assert prof["row_count"] == rows
+
+    width = max(len(r[0]) for r in results) + 2
+    print()
+    print(f"{'measure':<{width}}{'seconds':>9}  {'throughput':>11}  {'x ours':>7}  extra memory")
+    for name, secs, rate, mem in results:
+        value = float(rate.split()[0])
+        print(f"{name:<{width}}{secs:9.3f}  {rate:>11}  {value / ours:7.2f}  {mem}")
+    print(
+        f"{'flowrecord profile':<{width}}{seconds:9.3f}  {rows / seconds / 1e6:6.1f} M rows/s"
+        f"  ({rows * COLUMNS / seconds / 1e6:,.0f} M values/s over {COLUMNS} columns)"
+    )
+    print()
+    print("ratios:")
+    print(
+        f"  fingerprint vs xxh3 floor            {ours / floor_hash:6.2f}  (1.00 = as fast as hashing raw memory)"
+    )
+    print(f"  fingerprint vs numpy sum             {ours / floor_sum:6.2f}")
+    print(f"  fingerprint vs hash_pandas_object    {ours / peer_pandas:6.2f}x faster")
+    print(f"  fingerprint(pandas) vs hash_pandas   {ours_pandas / peer_pandas:6.2f}x faster")
+    print(f"  10% nulls vs no nulls                {ours_nulls / ours:6.2f}")
+    if compute_pandas_digest is not None:
+        print(
+            f"  fingerprint vs mlflow digest         {ours / peer_mlflow:6.2f}x faster (per byte given)"
+        )
+    print(f"  goal 8 GB/s: {'met' if ours >= 8 else 'not met'} ({ours:.2f} GB/s)")
+
+
+if __name__ == "__main__":
+    main()
