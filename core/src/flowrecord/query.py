@@ -43,6 +43,8 @@ __all__ = [
     "AmbiguousReference",
     "ReadOnlyStore",
     "RecordNotFound",
+    "Row",
+    "Store",
     "compare_runs",
     "effective_task_state",
     "lineage",
@@ -67,6 +69,10 @@ class RecordNotFound(LookupError):
 
 class AmbiguousReference(LookupError):
     """The reference matches several runs or datasets; a longer one is needed."""
+
+
+#: A row as the queries read it: ``sqlite3.Row`` or a dict with the same keys.
+Row = sqlite3.Row | Mapping[str, Any]
 
 
 class Store(Protocol):
@@ -745,7 +751,7 @@ class _Graph:
             (node["task_id"], role),
         )
 
-    def add_dataset(self, row: Mapping[str, Any]) -> str:
+    def add_dataset(self, row: Row) -> str:
         node_id = _dataset_node_id(row["fingerprint"], row["name"], row["run_id"])
         if node_id in self.nodes:
             return node_id
@@ -897,11 +903,9 @@ def _by_task_name(store: Store, run_id: str) -> dict[str, str]:
     }
 
 
-def _scoped(
-    rows: Iterable[Mapping[str, Any]], names: Mapping[str, str]
-) -> dict[tuple[str | None, str], Mapping[str, Any]]:
+def _scoped(rows: Iterable[Row], names: Mapping[str, str]) -> dict[tuple[str | None, str], Row]:
     # Attempts of one task share its name; the latest value over all of them wins.
-    out: dict[tuple[str | None, str], Mapping[str, Any]] = {}
+    out: dict[tuple[str | None, str], Row] = {}
     for r in rows:
         scope = names.get(r["task_id"]) if r["task_id"] else None
         key = (scope, r["key"])
@@ -935,37 +939,37 @@ def compare_runs(store: Store, run_a: str, run_b: str) -> dict[str, Any]:
     for key in sorted(set(params[run_a]) | set(params[run_b]), key=lambda k: (k[0] or "", k[1])):
         a = params[run_a].get(key)
         b = params[run_b].get(key)
-        va = a["value"] if a else None
-        vb = b["value"] if b else None
+        va = a["value"] if a is not None else None
+        vb = b["value"] if b is not None else None
         if a is not None and b is not None and va == vb:
             same_params += 1
             continue
         param_diff.append({"task": key[0], "key": key[1], "a": va, "b": vb})
 
-    metrics: dict[str, dict[tuple[str | None, str], Mapping[str, Any]]] = {}
+    metrics: dict[str, dict[tuple[str | None, str], Row]] = {}
     for rid in (run_a, run_b):
-        rows = [{**m, "ts": m["recorded_at"]} for m in _latest_metrics(store, rid)]
-        metrics[rid] = _scoped(rows, names[rid])
+        latest: list[Row] = [{**m, "ts": m["recorded_at"]} for m in _latest_metrics(store, rid)]
+        metrics[rid] = _scoped(latest, names[rid])
     metric_rows = []
     for key in sorted(set(metrics[run_a]) | set(metrics[run_b]), key=lambda k: (k[0] or "", k[1])):
         a = metrics[run_a].get(key)
         b = metrics[run_b].get(key)
-        va = a["value"] if a else None
-        vb = b["value"] if b else None
+        va = a["value"] if a is not None else None
+        vb = b["value"] if b is not None else None
         metric_rows.append(
             {
                 "task": key[0],
                 "key": key[1],
                 "a": va,
-                "a_text": a["value_text"] if a else None,
+                "a_text": a["value_text"] if a is not None else None,
                 "b": vb,
-                "b_text": b["value_text"] if b else None,
+                "b_text": b["value_text"] if b is not None else None,
                 "delta": None if va is None or vb is None else vb - va,
             }
         )
 
-    def datasets_of(rid: str) -> dict[tuple[str | None, str, str], Mapping[str, Any]]:
-        out: dict[tuple[str | None, str, str], Mapping[str, Any]] = {}
+    def datasets_of(rid: str) -> dict[tuple[str | None, str, str], Row]:
+        out: dict[tuple[str | None, str, str], Row] = {}
         for r in store.query("SELECT * FROM datasets WHERE run_id = ? ORDER BY ts", (rid,)):
             scope = names[rid].get(r["task_id"]) if r["task_id"] else None
             out[(scope, r["name"], r["role"])] = r  # the last logged wins
@@ -974,23 +978,23 @@ def compare_runs(store: Store, run_a: str, run_b: str) -> dict[str, Any]:
     ds = {rid: datasets_of(rid) for rid in (run_a, run_b)}
     dataset_diff = []
     same_datasets = 0
-    for key in sorted(set(ds[run_a]) | set(ds[run_b]), key=lambda k: (k[0] or "", k[1], k[2])):
-        a = ds[run_a].get(key)
-        b = ds[run_b].get(key)
-        fa = a["fingerprint"] if a else None
-        fb = b["fingerprint"] if b else None
+    for dkey in sorted(set(ds[run_a]) | set(ds[run_b]), key=lambda k: (k[0] or "", k[1], k[2])):
+        a = ds[run_a].get(dkey)
+        b = ds[run_b].get(dkey)
+        fa = a["fingerprint"] if a is not None else None
+        fb = b["fingerprint"] if b is not None else None
         if a is not None and b is not None and fa == fb and fa is not None:
             same_datasets += 1
             continue
         dataset_diff.append(
             {
-                "task": key[0],
-                "name": key[1],
-                "role": key[2],
+                "task": dkey[0],
+                "name": dkey[1],
+                "role": dkey[2],
                 "a": fa,
                 "b": fb,
-                "a_rows": a["row_count"] if a else None,
-                "b_rows": b["row_count"] if b else None,
+                "a_rows": a["row_count"] if a is not None else None,
+                "b_rows": b["row_count"] if b is not None else None,
             }
         )
 
