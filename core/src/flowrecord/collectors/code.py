@@ -144,10 +144,10 @@ def _git_stream(cwd: Path, args: list[str], cap: int, timeout: float) -> tuple[b
     chunks: list[bytes] = []
     size = 0
     cut = False
-    assert proc.stdout is not None
+    stdout: Any = proc.stdout  # a BufferedReader: read1() returns what the pipe holds
     try:
         while True:
-            chunk = proc.stdout.read1(_CHUNK)
+            chunk = stdout.read1(_CHUNK)
             if not chunk:
                 break
             chunks.append(chunk)
@@ -159,7 +159,7 @@ def _git_stream(cwd: Path, args: list[str], cap: int, timeout: float) -> tuple[b
         timer.cancel()
         if proc.poll() is None:
             proc.kill()
-        proc.stdout.close()
+        stdout.close()
         proc.wait()
     data = b"".join(chunks)
     if cut or expired.is_set():

@@ -549,7 +549,7 @@ class SystemSampler:
 
     def _open_process(self) -> None:
         try:
-            import psutil
+            import psutil  # type: ignore[import-untyped, unused-ignore]
         except ImportError:
             self._warn("psutil is not installed: no CPU or memory figures")
             return
@@ -565,16 +565,16 @@ class SystemSampler:
             self._probe = probe
 
     def _open_gpus(self) -> None:
-        nvml = self._nvml
+        nvml: Any = self._nvml
         if nvml is None:
             if not _nvidia_driver_may_be_present():
                 return  # importing pynvml costs ~100 ms of CPU; no driver, no GPU
             try:
-                import pynvml as nvml  # type: ignore[import-untyped, no-redef]
+                import pynvml as nvml  # type: ignore[import-untyped, no-redef, unused-ignore]
             except ImportError:
                 return  # nvidia-ml-py not installed: no GPU, nothing to say
         try:
-            nvml.nvmlInit()  # type: ignore[attr-defined]
+            nvml.nvmlInit()
         except Exception as exc:
             if getattr(exc, "value", None) not in (
                 getattr(nvml, "NVML_ERROR_LIBRARY_NOT_FOUND", _NVML_LIBRARY_NOT_FOUND),
@@ -584,9 +584,9 @@ class SystemSampler:
             return  # no library or no driver: a machine without GPUs, say nothing
         try:
             devices = []
-            for index in range(nvml.nvmlDeviceGetCount()):  # type: ignore[attr-defined]
-                handle = nvml.nvmlDeviceGetHandleByIndex(index)  # type: ignore[attr-defined]
-                name = nvml.nvmlDeviceGetName(handle)  # type: ignore[attr-defined]
+            for index in range(nvml.nvmlDeviceGetCount()):
+                handle = nvml.nvmlDeviceGetHandleByIndex(index)
+                name = nvml.nvmlDeviceGetName(handle)
                 if isinstance(name, bytes):  # older nvidia-ml-py returned bytes
                     name = name.decode("utf-8", "replace")
                 devices.append(_Device(index, str(name), handle))
