@@ -367,3 +367,18 @@ def test_merged_samples_average_rates_and_keep_memory_maxima():
     for i in range(8, 1000):
         series.add(_sample(i))
         assert len(series.samples()) <= 4
+
+
+@pytest.mark.unit
+def test_a_process_that_does_not_exist_is_a_warning():
+    """Watching a pid that is gone gives an empty summary and a warning, never an exception."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    sampler = SystemSampler(0.02, pid=child.pid, nvml=FakeNvml())
+    sampler.start()
+    assert sampler._ready.wait(10)
+    summary, samples = sampler.stop()
+    assert any(f"cannot watch process {child.pid}" in w for w in summary["warnings"])
+    # Unknown is not zero: GPU-only samples carry None for the process figures.
+    assert summary["rss_bytes_peak"] is None and summary["cpu_percent_peak"] is None
+    assert all(s["rss_bytes"] is None and s["cpu_percent"] is None for s in samples)

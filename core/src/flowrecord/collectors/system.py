@@ -19,6 +19,8 @@ What is measured, and why:
   (DataLoader workers, multiprocessing pools, subprocesses are part of what a
   task needs). Pages shared between them (after ``fork``) are counted once per
   process, so this is an upper bound: the safe side for sizing a machine.
+  Both are None in a sample taken when the process could not be read (it ended,
+  or belongs to another user): unknown is not idle.
 * ``gpus``: every GPU NVML can see (NVML ignores ``CUDA_VISIBLE_DEVICES``;
   schedulers that isolate GPUs with cgroups show only the task's). Device-wide
   utilisation, memory and power; ``process_memory_used_bytes`` is the memory of
@@ -277,14 +279,17 @@ class _Bucket:
     t: float
     n: int = 0
     cpu_sum: float = 0.0
-    rss_max: int = 0
+    cpu_n: int = 0
+    rss_max: int | None = None
     gpu_n: int = 0
     gpus: dict[int, _GpuBucket] = field(default_factory=dict)
 
     def add(self, sample: dict[str, Any]) -> None:
         self.n += 1
-        self.cpu_sum += sample["cpu_percent"]
-        self.rss_max = max(self.rss_max, sample["rss_bytes"])
+        if sample["cpu_percent"] is not None:
+            self.cpu_sum += sample["cpu_percent"]
+            self.cpu_n += 1
+        self.rss_max = _max_opt(self.rss_max, sample["rss_bytes"])
         gpus = sample["gpus"]
         if gpus:
             self.gpu_n += 1
@@ -303,7 +308,8 @@ class _Bucket:
     def absorb(self, other: _Bucket) -> None:
         self.n += other.n
         self.cpu_sum += other.cpu_sum
-        self.rss_max = max(self.rss_max, other.rss_max)
+        self.cpu_n += other.cpu_n
+        self.rss_max = _max_opt(self.rss_max, other.rss_max)
         for index, g in other.gpus.items():
             mine = self.gpus.setdefault(index, _GpuBucket(g.name))
             mine.utilization_sum += g.utilization_sum
@@ -329,7 +335,7 @@ class _Bucket:
         ]
         return {
             "t": self.t,
-            "cpu_percent": self.cpu_sum / self.n if self.n else 0.0,
+            "cpu_percent": self.cpu_sum / self.cpu_n if self.cpu_n else None,
             "rss_bytes": self.rss_max,
             "gpus": gpus,
         }
@@ -605,7 +611,10 @@ class SystemSampler:
 
     def _sample(self, *, final: bool) -> None:
         t = time.time()
-        cpu, rss, pids = 0.0, 0, set()
+        # None, not 0, when the process cannot be read: unknown is not idle.
+        cpu: float | None = None
+        rss: int | None = None
+        pids: set[int] = set()
         probe = self._probe
         if probe is not None:
             with probe.lock:
