@@ -153,6 +153,49 @@ def test_garbage_under_nulls_is_ignored():
     assert fingerprint(junk) == fingerprint(pa.array(["a", None, "b", None]))
 
 
+@pytest.mark.parametrize(
+    "data_type",
+    [
+        pa.int8(),
+        pa.uint16(),
+        pa.int32(),
+        pa.float32(),
+        pa.float64(),
+        pa.timestamp("ns"),
+        pa.decimal128(20, 2),
+        pa.binary(3),
+        pa.bool_(),
+    ],
+    ids=str,
+)
+@pytest.mark.parametrize("offset", [0, 5])
+def test_garbage_under_nulls_is_ignored_for_every_width(data_type, offset):
+    """Fixed-width columns of any width, sliced or not, ignore the bytes under nulls."""
+    n = 40 + offset
+    rng = np.random.default_rng(9)
+    valid = rng.random(n) < 0.7
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    if pa.types.is_boolean(data_type):
+        values = np.packbits(rng.random(n) < 0.5, bitorder="little")
+        size = len(values)
+    else:
+        size = n * data_type.bit_width // 8
+        values = rng.integers(0, 256, size, dtype=np.uint8)
+    garbage = values.copy()
+    if pa.types.is_boolean(data_type):
+        bits = np.unpackbits(garbage, bitorder="little")[:n]
+        bits[~valid] ^= 1
+        garbage = np.packbits(bits, bitorder="little")
+    else:
+        width = data_type.bit_width // 8
+        garbage.reshape(n, width)[~valid] = rng.integers(0, 256, (int((~valid).sum()), width))
+    a = pa.Array.from_buffers(data_type, n, [bitmap, pa.py_buffer(values[:size])]).slice(offset)
+    b = pa.Array.from_buffers(data_type, n, [bitmap, pa.py_buffer(garbage[:size])]).slice(offset)
+    assert a.to_pylist() == b.to_pylist()
+    assert fingerprint(a) == fingerprint(b)
+    assert fingerprint(a) == fingerprint(_rechunk(pa.chunked_array([b]), [3, 17, 18]))
+
+
 def test_garbage_under_null_lists_and_structs_is_ignored():
     """Children hidden under null list and struct slots do not count."""
     validity = pa.array([True, False, True]).buffers()[1]
@@ -327,6 +370,19 @@ def test_pandas_polars_and_arrow_agree():
     assert fingerprint(pandas) == fingerprint(arrow) == fingerprint(polars)
     assert fingerprint(polars.to_arrow(compat_level=pl.CompatLevel.newest())) == fingerprint(arrow)
     assert fingerprint(pandas["f"].rename("f").to_frame()) == fingerprint(polars.select("f"))
+
+
+def test_pandas_nan_is_null_as_in_from_pandas():
+    """A pandas float NaN counts as null, as pa.Table.from_pandas has it; no NaN, no nulls."""
+    with_nan = pd.DataFrame({"f": [1.0, float("nan")], "i": [1, 2]})
+    assert fingerprint(with_nan) == fingerprint(pa.table({"f": [1.0, None], "i": [1, 2]}))
+    assert to_arrow(with_nan).equals(
+        pa.Table.from_pandas(with_nan, preserve_index=False).replace_schema_metadata()
+    )
+    clean = pd.DataFrame({"f": np.arange(5, dtype=np.float32), "u": np.arange(5, dtype=np.uint8)})
+    assert to_arrow(clean).equals(
+        pa.Table.from_pandas(clean, preserve_index=False).replace_schema_metadata()
+    )
 
 
 def test_pandas_categorical_and_polars_categorical_hash_like_strings():

@@ -246,24 +246,23 @@ def to_arrow(obj: object) -> pa.Table:
 def data_kind(obj: object) -> str | None:
     """Say which data library ``obj`` belongs to: "pandas", "polars", "arrow" or None.
 
-    Only looks at already imported modules, so it never imports pandas or
-    polars just to find out that an object is not theirs.
+    Subclasses count (a GeoDataFrame is a pandas frame). Only libraries that
+    are already imported are asked: an object of a library nobody imported
+    cannot exist, and asking must not import pandas or polars.
     """
-    module = type(obj).__module__.split(".", 1)[0]
-    if module == "pyarrow":
-        import pyarrow as pa
-
+    modules = sys.modules
+    if "pyarrow" in modules:
+        pa = modules["pyarrow"]
         if isinstance(obj, (pa.Table, pa.RecordBatch, pa.Array, pa.ChunkedArray)):
             return "arrow"
-        return None
-    if module == "pandas" and "pandas" in sys.modules:
-        import pandas as pd
-
-        return "pandas" if isinstance(obj, (pd.DataFrame, pd.Series)) else None
-    if module == "polars" and "polars" in sys.modules:
-        import polars as pl
-
-        return "polars" if isinstance(obj, (pl.DataFrame, pl.Series, pl.LazyFrame)) else None
+    if "pandas" in modules:
+        pd = modules["pandas"]
+        if isinstance(obj, (pd.DataFrame, pd.Series)):
+            return "pandas"
+    if "polars" in modules:
+        pl = modules["polars"]
+        if isinstance(obj, (pl.DataFrame, pl.Series, pl.LazyFrame)):
+            return "polars"
     return None
 
 
