@@ -71,7 +71,10 @@ class ValidateDataOperator(BaseOperator):
         super().__init__(**kwargs)
         from flowrecord.collectors.validation import check_policy
 
-        self.data = data
+        # A callable stays out of the template field: Airflow's templater would call
+        # it with (context, jinja_env); ours is called with no argument at execute.
+        self._producer = data if callable(data) and not hasattr(data, "operator") else None
+        self.data = None if self._producer is not None else data
         self.schema = schema
         self.policy = check_policy(policy)
         self.dataset = dataset
@@ -83,7 +86,7 @@ class ValidateDataOperator(BaseOperator):
         """Validate the frame; return ``{"passed": ..., "failure_count": ...}``."""
         from flowrecord import recorder
 
-        frame = self.data() if callable(self.data) else self.data
+        frame = self._producer() if self._producer is not None else self.data
         dag_id = context["dag"].dag_id
         if self.dataset:
             name = self.dataset

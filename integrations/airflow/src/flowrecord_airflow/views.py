@@ -11,7 +11,8 @@ Building the app imports FastAPI; :class:`LazyApp` defers that to the first
 request, so task processes that load the plugin never pay for it.
 """
 
-from __future__ import annotations
+# No "from __future__ import annotations": FastAPI reads the endpoints' annotations
+# (Request, Query) at definition time, from create_app's local imports.
 
 import datetime as dt
 import html
