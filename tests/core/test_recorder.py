@@ -329,3 +329,57 @@ def test_recorder_module_exports_are_public():
     for name in flowrecord.__all__:
         assert hasattr(flowrecord, name), name
     assert recorder.log_metric is flowrecord.log_metric
+
+
+def test_secret_inside_an_objects_text_is_redacted(flowrecord_home: Path):
+    """An object whose text form carries a DSN with a password is redacted too."""
+
+    class Settings:
+        def __repr__(self) -> str:
+            return "Settings(url='postgresql://app:s3cr3t-pw@db:5432/prod')"
+
+    with flowrecord.run("p"), flowrecord.task("t"):
+        flowrecord.log_param("settings", Settings())
+    flowrecord.flush(5)
+    (value,) = LocalStore(flowrecord_home).query("SELECT value FROM params")
+    assert "s3cr3t-pw" not in value[0]
+    assert "postgresql://app:" in value[0]
+
+
+def test_configured_redact_patterns_apply(tmp_path: Path):
+    """Key patterns from FLOWRECORD_REDACT_PATTERNS redact matching params."""
+    from flowrecord.collectors.secrets import clear_patterns
+    from flowrecord.testing import isolated
+
+    home = tmp_path / "home"
+    try:
+        with isolated(
+            home, FLOWRECORD_CAPTURE_CODE="0", FLOWRECORD_REDACT_PATTERNS="^customer_id$"
+        ), flowrecord.run("p"), flowrecord.task("t"):
+            flowrecord.log_params({"customer_id": "C-991", "epochs": 3})
+    finally:
+        clear_patterns()
+    rows = {r["key"]: r["value"] for r in LocalStore(home).query("SELECT key, value FROM params")}
+    assert rows["customer_id"] != "C-991"
+    assert rows["epochs"] == "3"
+
+
+def test_code_snapshot_keeps_untracked_file_names(tmp_path: Path):
+    """The run's code snapshot records commit, dirty flag, diff and untracked names."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.email=a@b", "-c", "user.name=a"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "train.py").write_text("print(1)\n")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    (repo / "train.py").write_text("print(2)\n")
+    (repo / "notes.txt").write_text("x")
+    home = tmp_path / "home"
+    script = "import flowrecord\nwith flowrecord.run('p'), flowrecord.task('t'):\n    pass\n"
+    env = {**_env(), "FLOWRECORD_HOME": str(home), "FLOWRECORD_CAPTURE_CODE": "1"}
+    subprocess.run([sys.executable, "-c", script], cwd=repo, env=env, check=True, timeout=60)
+    (row,) = LocalStore(home).query("SELECT * FROM code_snapshots")
+    assert row["dirty"] == 1 and len(row["commit_sha"]) == 40
+    assert "+print(2)" in row["diff"]
+    assert json.loads(row["untracked"]) == ["notes.txt"]

@@ -257,6 +257,8 @@ class CodeSnapshotEvent(Event):
     packages: Mapping[str, str] = field(default_factory=dict)
     environment: Mapping[str, str] = field(default_factory=dict)
     """Selected environment variables, redacted."""
+    untracked: tuple[str, ...] = ()
+    """Names of untracked files in the checkout (their content is not captured)."""
     warnings: tuple[str, ...] = ()
 
     kind: ClassVar[str] = "code"

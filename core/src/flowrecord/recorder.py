@@ -130,6 +130,10 @@ class Runtime:
         from flowrecord.plugins import load_backend, make_plugin_manager
 
         self.config = config
+        if config.redact_patterns:
+            from flowrecord.collectors.secrets import add_patterns
+
+            add_patterns(config.redact_patterns)
         plugins: list[tuple[str, Any]] = []
         errors: dict[str, str] = {}
         for name in config.backends:
@@ -157,6 +161,14 @@ class Runtime:
         self.errors = errors
         self.dispatcher: Dispatcher = Dispatcher(callers, home=config.home, errors=errors)
         self._code_runs: set[str] = set()
+        #: Background code captures; a flush waits for them so short tasks keep theirs.
+        self.capture_threads: list[threading.Thread] = []
+
+    def wait_for_captures(self, deadline: float) -> None:
+        for thread in list(self.capture_threads):
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if not thread.is_alive():
+                self.capture_threads.remove(thread)
 
     def submit(self, event: Event) -> None:
         self.dispatcher.submit(event)
@@ -172,6 +184,7 @@ class Runtime:
             return None
 
     def close(self) -> None:
+        self.wait_for_captures(time.monotonic() + self.config.flush_timeout_s)
         self.dispatcher.close(self.config.flush_timeout_s)
         with contextlib.suppress(Exception):
             self.pm.hook.flowrecord_backend_close()
@@ -232,7 +245,11 @@ def flush(timeout: float | None = None) -> bool:
     rt = _runtime
     if rt is None:
         return True
-    return rt.dispatcher.flush(rt.config.flush_timeout_s if timeout is None else timeout)
+    budget = rt.config.flush_timeout_s if timeout is None else timeout
+    deadline = time.monotonic() + budget
+    if rt.capture_threads:
+        rt.wait_for_captures(deadline)
+    return rt.dispatcher.flush(max(0.0, deadline - time.monotonic()))
 
 
 def _after_fork_in_child() -> None:
@@ -649,7 +666,8 @@ def _capture_code_once(handle: RunHandle) -> None:
             from flowrecord.collectors.code import capture_code
 
             info = capture_code()
-            _emit(
+            # submit to this runtime: at exit the global one is already gone
+            rt.submit(
                 CodeSnapshotEvent(
                     event_id=new_event_id(),
                     ts=time.time(),
@@ -664,13 +682,16 @@ def _capture_code_once(handle: RunHandle) -> None:
                     platform=info.get("platform", ""),
                     packages=info.get("packages", {}),
                     environment=info.get("environment", {}),
+                    untracked=tuple(info.get("untracked") or ()),
                     warnings=tuple(info.get("warnings", ())),
                 )
             )
         except Exception as exc:
             log.warning("flowrecord: code snapshot failed: %s", exc)
 
-    threading.Thread(target=_capture, name="flowrecord-code", daemon=True).start()
+    thread = threading.Thread(target=_capture, name="flowrecord-code", daemon=True)
+    rt.capture_threads.append(thread)
+    thread.start()
 
 
 # ---------------------------------------------------------------------------
@@ -757,9 +778,10 @@ def _render_param(value: object) -> str:
 def _param_event(
     run_id: str, task_id: str | None, key: str, value: object, limit: int
 ) -> ParamEvent:
-    from flowrecord.collectors.secrets import redact
+    from flowrecord.collectors.secrets import redact, redact_value
 
-    text = _render_param(redact(key, value))
+    # Redact the object, then its text form too: an object's repr may carry a DSN.
+    text = redact_value(_render_param(redact(key, value)))
     truncated = False
     if len(text.encode("utf-8", "surrogatepass")) > limit:
         text = text.encode("utf-8", "surrogatepass")[:limit].decode("utf-8", "ignore")
@@ -809,12 +831,12 @@ def log_params(params: Mapping[str, object]) -> None:
 def _redacted_tags(tags: Mapping[str, Any]) -> dict[str, str]:
     if not tags:
         return {}
-    from flowrecord.collectors.secrets import redact
+    from flowrecord.collectors.secrets import redact, redact_value
 
     out = {}
     for key, value in tags.items():
         k = str(key)
-        out[k] = _render_param(redact(k, value))
+        out[k] = redact_value(_render_param(redact(k, value)))
     return out
 
 

@@ -97,7 +97,7 @@ CREATE INDEX IF NOT EXISTS system_samples_task ON system_samples(task_id, t);
 CREATE TABLE IF NOT EXISTS code_snapshots (
     run_id TEXT PRIMARY KEY, event_id TEXT, commit_sha TEXT, branch TEXT, dirty INTEGER,
     diff TEXT, diff_truncated INTEGER, repo_root TEXT, python TEXT, platform TEXT,
-    packages TEXT, environment TEXT, warnings TEXT, ts REAL
+    packages TEXT, environment TEXT, warnings TEXT, ts REAL, untracked TEXT
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS artifacts (
     event_id TEXT PRIMARY KEY, run_id TEXT, task_id TEXT, name TEXT, path TEXT,
@@ -506,7 +506,7 @@ class LocalStore:
     def write_code(self, snapshots: Sequence[Any]) -> None:
         with self.transaction() as conn:
             conn.executemany(
-                "INSERT OR IGNORE INTO code_snapshots VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR IGNORE INTO code_snapshots VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         c.run_id,
@@ -523,6 +523,7 @@ class LocalStore:
                         _safe_json(dict(c.environment)),
                         _safe_json(list(c.warnings)),
                         c.ts,
+                        _safe_json(list(getattr(c, "untracked", ()))),
                     )
                     for c in snapshots
                 ],
