@@ -64,9 +64,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "REPR_ENCODING",
+    "canonical_type",
+    "data_kind",
     "fingerprint",
     "fingerprint_path",
     "fingerprint_table",
+    "is_repr_encoded",
     "to_arrow",
 ]
 
