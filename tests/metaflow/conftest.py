@@ -1,0 +1,155 @@
+"""Real Metaflow runs in a throwaway local world: datastore, metadata and flowrecord home.
+
+Metaflow runs each task in its own process, so everything travels by environment:
+the local datastore and metadata root, a user name, an empty Metaflow config
+home and ``FLOWRECORD_HOME``. Flows run with their working directory at the
+datastore root, where Metaflow's local cards are written and read back.
+Runs are session-scoped: one run of a flow serves every test that reads it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowrecord.backends.local import LocalStore
+
+FLOWS = Path(__file__).parent / "flows"
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "metaflow" / "train_flow.py"
+
+
+@dataclass(frozen=True)
+class MetaflowWorld:
+    """Where a test's Metaflow runs keep their data, and the environment to reach it."""
+
+    root: Path
+    """Datastore root (holds ``.metaflow``); also the runs' working directory."""
+    home: Path
+    """FLOWRECORD_HOME of the runs."""
+    env: Mapping[str, str]
+
+    def store(self) -> LocalStore:
+        return LocalStore(self.home)
+
+    def tasks(self, run_key: str) -> list[dict[str, Any]]:
+        """The task rows of the flowrecord run whose Metaflow run id is *run_key*."""
+        rows = self.store().query(
+            "SELECT t.* FROM tasks t JOIN runs r USING (run_id) WHERE r.run_key = ? "
+            "ORDER BY t.name, t.map_index, t.try_number",
+            (run_key,),
+        )
+        out = []
+        for row in rows:
+            item = dict(row)
+            item["attributes"] = json.loads(item["attributes"] or "{}")
+            out.append(item)
+        return out
+
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.store().query(sql, params)]
+
+    def run(self, flow: Path, *args: str, env: Mapping[str, str] | None = None) -> RunResult:
+        """``python flow.py --no-pylint <args>`` in this world; never raises on failure."""
+        proc = subprocess.run(
+            [sys.executable, str(flow), "--no-pylint", *args],
+            cwd=self.root,
+            env={**os.environ, **self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        match = re.search(r"run-id (\S+?)\)?:", proc.stdout + proc.stderr)
+        return RunResult(
+            proc.returncode, match.group(1) if match else None, proc.stdout + proc.stderr
+        )
+
+
+@dataclass(frozen=True)
+class RunResult:
+    returncode: int
+    run_id: str | None
+    output: str
+
+
+def make_world(root: Path) -> MetaflowWorld:
+    # .metaflow made up front: the client's local metadata wants it to exist, and
+    # Metaflow's local cards are written under the first .metaflow above the cwd.
+    (root / ".metaflow").mkdir(parents=True, exist_ok=True)
+    home = root / "flowrecord-home"
+    env = {
+        "METAFLOW_HOME": str(root / "metaflow-config"),  # no user config leaks in
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(root),
+        "METAFLOW_DEFAULT_DATASTORE": "local",
+        "METAFLOW_DEFAULT_METADATA": "local",
+        "USERNAME": "tester",
+        "USER": "tester",
+        "FLOWRECORD_HOME": str(home),
+        "FLOWRECORD_BACKENDS": "local",
+        "FLOWRECORD_CAPTURE_CODE": "0",
+        "FLOWRECORD_SAMPLE_INTERVAL": "0.2",
+        "FLOWRECORD_FLUSH_TIMEOUT": "10",
+    }
+    return MetaflowWorld(root=root, home=home, env=env)
+
+
+@pytest.fixture(scope="session")
+def new_metaflow_world() -> Any:
+    """A function: directory -> a fresh MetaflowWorld rooted there."""
+    return make_world
+
+
+@pytest.fixture(scope="session")
+def metaflow_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetaflowWorld]:
+    """One local Metaflow world for the session; the Metaflow client reads from it."""
+    import metaflow
+
+    world = make_world(tmp_path_factory.mktemp("metaflow"))
+    metaflow.metadata(f"local@{world.root}")
+    metaflow.namespace(None)
+    yield world
+
+
+def card_payload(html: str) -> dict[str, Any]:
+    """The component data a Metaflow card embeds in its HTML (base64 JSON)."""
+    match = re.search(r'window\.__MF_DATA__\["[^"]+"\] = "([A-Za-z0-9+/=]+)"', html)
+    assert match, "no card data in the card's HTML"
+    return json.loads(base64.b64decode(match.group(1)))
+
+
+@pytest.fixture(scope="session")
+def read_card_tables() -> Any:
+    """A function: card HTML -> each table of a flowrecord card, by its heading."""
+    return card_tables
+
+
+def card_tables(html: str) -> dict[str, list[list[str]]]:
+    """Each table of a flowrecord card, by the heading above it."""
+    tables: dict[str, list[list[str]]] = {}
+    heading = None
+
+    def walk(node: Any) -> None:
+        nonlocal heading
+        if isinstance(node, dict):
+            if node.get("type") == "markdown" and str(node.get("source", "")).startswith("## "):
+                heading = node["source"][3:].strip()
+            elif node.get("type") == "table" and heading:
+                tables[heading] = node["data"]
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(card_payload(html))
+    return tables
