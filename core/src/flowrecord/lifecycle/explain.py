@@ -30,6 +30,7 @@ from flowrecord.lifecycle.registry import (
     ModelNotFound,
     ModelRegistry,
     ModelVersion,
+    RegistryUnavailable,
 )
 
 __all__ = ["diff_summary", "explain", "models_overview", "parse_model_ref", "resolve_model_ref"]
@@ -122,18 +123,36 @@ def diff_summary(diff: str | None) -> dict[str, Any]:
 
 
 def explain(
-    ref: str, *, store: Any, registry: ModelRegistry | None = None, now: float | None = None
+    ref: str,
+    *,
+    store: Any = None,
+    registry: ModelRegistry | None = None,
+    now: float | None = None,
 ) -> dict[str, Any]:
     """The whole provenance chain of the model version *ref* (``MODEL``, ``MODEL@ALIAS``,
     ``MODEL:VERSION``) as one JSON-ready document.
 
     :param store: the local store to read lineage, runs and validations from
-        (anything with ``query(sql, params)``).
-    :param registry: where versions and aliases come from; default: *store* itself.
+        (anything with ``query(sql, params)``); default: this process's.
+    :param registry: where versions and aliases come from; default: *store* when
+        one is given, else the active registry backend.
     :raises ModelNotFound: *ref* names nothing registered.
+    :raises RegistryUnavailable: no store to read (the local backend is off).
+
+    >>> from flowrecord.lifecycle import explain
+    >>> explain("churn@champion")["training"]["run"]["orchestrator"]  # doctest: +SKIP
+    'dagster'
     """
     from flowrecord.lifecycle.gate import decisions
 
+    if store is None:
+        from flowrecord import recorder
+
+        recorder.flush()
+        registry = registry or ModelRegistry()
+        store = registry.local_store()
+        if store is None:
+            raise RegistryUnavailable("explain reads the local store, which is not active")
     registry = registry or ModelRegistry(store)
     version = resolve_model_ref(registry, ref)
     now = time.time() if now is None else now

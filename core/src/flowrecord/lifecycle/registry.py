@@ -197,7 +197,7 @@ class ModelRegistry:
     def _relay(self) -> Any:
         if self._store is not None:
             return _StoreRelay(self._store)
-        from flowrecord.recorder import get_runtime
+        from flowrecord.recorder import flush, get_runtime
 
         rt = get_runtime()
         if rt is None:
@@ -205,6 +205,9 @@ class ModelRegistry:
                 "the model registry is unreachable: recording is disabled in this process "
                 "(FLOWRECORD_DISABLED is set, or the recorder failed to start)"
             )
+        # Let the dispatcher deliver (and so open the store) first: the local store's
+        # first open from two threads at once can misjudge a store being created.
+        flush()
         return rt.pm.hook
 
     def _call(self, hook: str, **kwargs: Any) -> Any:
