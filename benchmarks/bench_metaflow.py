@@ -1,7 +1,7 @@
 """What ``--with flowrecord`` costs a Metaflow run, per task, against the same run without it.
 
-Writes a flow of no-op steps (``start``, two linear steps, a foreach of
-``--foreach`` tasks and its join, ``end``) into a scratch directory with a
+Writes a flow of no-op steps (``start``, a linear step, the foreach split, a
+foreach of ``--foreach`` tasks and its join, ``end``) into a scratch directory with a
 local datastore, and runs it ``--repeat`` times without and with
 ``--with flowrecord``, alternating, in one go. For each it prints the wall
 time of the run and the CPU time of all its processes (the launcher and every

@@ -4,7 +4,12 @@ Metaflow runs each task in its own process, so everything travels by environment
 the local datastore and metadata root, a user name, an empty Metaflow config
 home and ``FLOWRECORD_HOME``. Flows run with their working directory at the
 datastore root, where Metaflow's local cards are written and read back.
-Runs are session-scoped: one run of a flow serves every test that reads it.
+
+Runs are session-scoped: one run of a flow serves every test that reads it. A
+flow run is mostly a chain of task processes waiting on each other, so the
+runs the selected tests need start together, in threads, the first time any
+of them is asked for (:func:`flow_runs`); they also write to one flowrecord
+store at once, as concurrent pipelines do.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +33,15 @@ from flowrecord.backends.local import LocalStore
 FLOWS = Path(__file__).parent / "flows"
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "metaflow" / "train_flow.py"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How one ``python flow.py ...`` ended."""
+
+    returncode: int
+    run_id: str | None
+    output: str
 
 
 @dataclass(frozen=True)
@@ -67,19 +82,11 @@ class MetaflowWorld:
             env={**os.environ, **self.env, **(env or {})},
             capture_output=True,
             text=True,
-            timeout=240,
+            timeout=400,
         )
-        match = re.search(r"run-id (\S+?)\)?:", proc.stdout + proc.stderr)
-        return RunResult(
-            proc.returncode, match.group(1) if match else None, proc.stdout + proc.stderr
-        )
-
-
-@dataclass(frozen=True)
-class RunResult:
-    returncode: int
-    run_id: str | None
-    output: str
+        output = proc.stdout + proc.stderr
+        match = re.search(r"run-id (\S+?)\)?:", output)
+        return RunResult(proc.returncode, match.group(1) if match else None, output)
 
 
 def make_world(root: Path) -> MetaflowWorld:
@@ -118,6 +125,91 @@ def metaflow_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Metaflo
     metaflow.metadata(f"local@{world.root}")
     metaflow.namespace(None)
     yield world
+
+
+# ---------------------------------------------------------------------------
+# the session's flow runs, started together
+# ---------------------------------------------------------------------------
+
+
+def _record_flow(world: MetaflowWorld) -> RunResult:
+    # The zero-code switch, as a user types it.
+    return world.run(FLOWS / "record_flow.py", "run", "--with", "flowrecord", "--max-workers", "4")
+
+
+def _resume_flow(world: MetaflowWorld) -> tuple[RunResult, RunResult]:
+    flow = FLOWS / "resume_flow.py"
+    first = world.run(flow, "run")
+    if first.run_id is None:
+        return first, first
+    heal = {"RESUME_FLOW_HEAL": "1"}
+    second = world.run(flow, "resume", "--origin-run-id", first.run_id, env=heal)
+    return first, second
+
+
+def _example_flow(world: MetaflowWorld) -> tuple[str, str, str]:
+    # Through Metaflow's Runner API, as a notebook or a test would. The Runner
+    # reloads Metaflow's CLI modules and sets signal handlers: main thread only.
+    from metaflow import Runner
+
+    with Runner(
+        str(EXAMPLE), show_output=False, env=dict(world.env), cwd=str(world.root), pylint=False
+    ) as runner:
+        result = runner.run()
+        return result.status, result.run.id, result.stdout + result.stderr
+
+
+def _default_decospecs(world: MetaflowWorld) -> RunResult:
+    env = {"METAFLOW_DEFAULT_DECOSPECS": "flowrecord"}
+    return world.run(FLOWS / "tiny_flow.py", "run", env=env)
+
+
+#: Fixture name (in the test modules) -> the run it stands for.
+FLOW_RUNS: dict[str, Callable[[MetaflowWorld], Any]] = {
+    "record_run": _record_flow,
+    "resumed": _resume_flow,
+    "example_run": _example_flow,
+    "decospec_run": _default_decospecs,
+}
+#: Runs made in the main thread, when their fixture asks (the others run beside them).
+MAIN_THREAD = frozenset({"example_run"})
+
+
+class FlowRuns:
+    """The session's flow runs, in flight or done."""
+
+    def __init__(self, futures: Mapping[str, Future[Any]], world: MetaflowWorld) -> None:
+        self._futures = dict(futures)
+        self._world = world
+
+    def get(self, name: str) -> Any:
+        """The result of run *name*, waiting for it (starting it now if nobody did)."""
+        if name not in self._futures:
+            self._futures[name] = _done(FLOW_RUNS[name](self._world))
+        return self._futures[name].result()
+
+
+def _done(value: Any) -> Future[Any]:
+    future: Future[Any] = Future()
+    future.set_result(value)
+    return future
+
+
+@pytest.fixture(scope="session")
+def flow_runs(request: pytest.FixtureRequest, metaflow_world: MetaflowWorld) -> Iterator[FlowRuns]:
+    """Start, together, every flow run that a selected test asks for."""
+    wanted = sorted(
+        {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
+        & set(FLOW_RUNS) - MAIN_THREAD
+    )
+    with ThreadPoolExecutor(max_workers=max(1, len(wanted))) as pool:
+        futures = {name: pool.submit(FLOW_RUNS[name], metaflow_world) for name in wanted}
+        yield FlowRuns(futures, metaflow_world)
+
+
+# ---------------------------------------------------------------------------
+# cards
+# ---------------------------------------------------------------------------
 
 
 def card_payload(html: str) -> dict[str, Any]:

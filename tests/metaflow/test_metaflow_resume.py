@@ -9,25 +9,18 @@ ResumeFlow (tests/metaflow/flows/resume_flow.py) is recorded by
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-FLOWS = Path(__file__).parent / "flows"
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="session")
-def resumed(metaflow_world: Any) -> dict[str, Any]:
-    """Run ResumeFlow (fails), then resume it with RESUME_FLOW_HEAL=1 (succeeds)."""
-    flow = FLOWS / "resume_flow.py"
-    first = metaflow_world.run(flow, "run")
+def resumed(metaflow_world: Any, flow_runs: Any) -> dict[str, Any]:
+    """ResumeFlow run (fails), then resumed with RESUME_FLOW_HEAL=1 (succeeds)."""
+    first, second = flow_runs.get("resumed")
     assert first.returncode != 0 and first.run_id, first.output[-3000:]
-    second = metaflow_world.run(
-        flow, "resume", "--origin-run-id", first.run_id, env={"RESUME_FLOW_HEAL": "1"}
-    )
     assert second.returncode == 0 and second.run_id, second.output[-3000:]
     return {"first": first, "second": second, "world": metaflow_world}
 

@@ -3,45 +3,31 @@
 RecordFlow (tests/metaflow/flows/record_flow.py) has a branch and a join, a
 foreach of three shards run four at a time, one shard failing once under
 ``@retry``, a ``@catch`` step and a step with its own ``@flowrecord(...)``. It
-runs once, through Metaflow's Runner API; every test reads that run back from
-the local store.
+runs once, switched on from the command line; every test reads that run back
+from the local store.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-FLOWS = Path(__file__).parent / "flows"
 MetaflowWorld = Any  # the session's world, see conftest.py
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="session")
-def record_run(metaflow_world: MetaflowWorld) -> dict[str, Any]:
-    """Run RecordFlow once with --with flowrecord and --max-workers 4."""
-    from metaflow import Runner
-
-    with Runner(
-        str(FLOWS / "record_flow.py"),
-        show_output=False,
-        env=dict(metaflow_world.env),
-        cwd=str(metaflow_world.root),
-        pylint=False,
-        decospecs=["flowrecord"],
-    ) as runner:
-        result = runner.run(max_workers=4)
-        status, run_id = result.status, result.run.id
-        output = result.stdout + result.stderr
-    assert status == "successful", output[-3000:]
-    tasks = metaflow_world.tasks(run_id)
-    run = metaflow_world.rows("SELECT * FROM runs WHERE run_key = ?", (run_id,))
-    return {"run_id": run_id, "tasks": tasks, "run": run[0], "world": metaflow_world}
+def record_run(metaflow_world: Any, flow_runs: Any) -> dict[str, Any]:
+    """RecordFlow, run once with --with flowrecord and --max-workers 4."""
+    result = flow_runs.get("record_run")
+    assert result.returncode == 0 and result.run_id, result.output[-3000:]
+    tasks = metaflow_world.tasks(result.run_id)
+    run = metaflow_world.rows("SELECT * FROM runs WHERE run_key = ?", (result.run_id,))
+    return {"run_id": result.run_id, "tasks": tasks, "run": run[0], "world": metaflow_world}
 
 
 def _datasets(world: MetaflowWorld, run: dict[str, Any]) -> list[dict[str, Any]]:

@@ -13,11 +13,17 @@ FLOWS = Path(__file__).parent / "flows"
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_default_decospecs_record_a_flow_with_no_flowrecord_in_it(metaflow_world: Any) -> None:
+@pytest.fixture(scope="session")
+def decospec_run(flow_runs: Any) -> Any:
+    """TinyFlow run with METAFLOW_DEFAULT_DECOSPECS=flowrecord and no other switch."""
+    return flow_runs.get("decospec_run")
+
+
+def test_default_decospecs_record_a_flow_with_no_flowrecord_in_it(
+    metaflow_world: Any, decospec_run: Any
+) -> None:
     """METAFLOW_DEFAULT_DECOSPECS=flowrecord records every step of an untouched flow."""
-    result = metaflow_world.run(
-        FLOWS / "tiny_flow.py", "run", env={"METAFLOW_DEFAULT_DECOSPECS": "flowrecord"}
-    )
+    result = decospec_run
     assert result.returncode == 0, result.output[-3000:]
     tasks = metaflow_world.tasks(result.run_id)
     assert [(t["name"], t["state"]) for t in tasks] == [

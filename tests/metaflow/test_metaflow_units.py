@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -275,3 +276,44 @@ def test_documented_flow_is_the_example_file() -> None:
     doc = (REPO / "docs" / "metaflow.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
     assert blocks[0] == (REPO / "examples" / "metaflow" / "train_flow.py").read_text()
+
+
+@pytest.mark.unit
+def test_command_line_decorator_spec_parses_to_settings() -> None:
+    """The documented --with string goes through Metaflow's own parser into valid settings."""
+    from flowrecord_metaflow import FlowrecordStepDecorator
+
+    spec = 'card=true,validate={"train_df":"schemas:TrainSchema"},policy=warn'
+    deco = FlowrecordStepDecorator.parse_decorator_spec(spec)
+    settings = StepSettings.from_attributes(deco.attributes)
+    assert settings.card is True and settings.policy == "warn"
+    assert settings.validate == {"train_df": "schemas:TrainSchema"}
+    # Metaflow hands the decorator to task processes as a spec again: it round-trips.
+    again = FlowrecordStepDecorator.parse_decorator_spec(
+        deco.make_decorator_spec().split(":", 1)[1]
+    )
+    assert StepSettings.from_attributes(again.attributes) == settings
+
+
+@pytest.mark.integration
+def test_bad_decorator_argument_stops_the_flow_before_it_runs(tmp_path: Path) -> None:
+    """An unknown policy is refused when Metaflow loads the flow, naming the step and the value."""
+    flow = Path(__file__).parent / "flows" / "bad_args_flow.py"
+    out = subprocess.run(
+        [sys.executable, str(flow), "--no-pylint", "check"],
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "METAFLOW_HOME": str(tmp_path),
+            "USERNAME": "tester",
+            "METAFLOW_DEFAULT_METADATA": "local",
+            "METAFLOW_DEFAULT_DATASTORE": "local",
+            "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode != 0
+    text = out.stdout + out.stderr
+    assert "@flowrecord on step start" in text and "unknown validation policy 'sometimes'" in text

@@ -54,7 +54,7 @@ class RecordFlow(FlowSpec):
     def train(self):
         if self.input == 1 and current.retry_count == 0:
             raise RuntimeError("flaky shard")
-        time.sleep(1.0)  # long enough for parallel shards to overlap visibly
+        time.sleep(2.0)  # long enough for parallel shards to overlap visibly
         self.score = self.alpha * self.input
         flowrecord.log_metric("score", self.score)
         self.next(self.gather)
