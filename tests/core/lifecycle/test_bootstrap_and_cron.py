@@ -61,6 +61,27 @@ def test_same_seed_same_interval_and_vectorised_equals_looped():
     assert other.ci_low != first.ci_low
 
 
+@pytest.mark.parametrize("name", ["roc_auc", "accuracy", "mse", "mae", "log_loss"])
+def test_weighted_builtins_equal_scoring_each_resample(name: str):
+    """Built-ins scored from resample counts give exactly the interval of scoring each resample."""
+    from flowrecord.lifecycle.bootstrap import METRICS
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 500)
+    a = np.round(y + rng.normal(size=500), 1)  # rounded: ties in the scores
+    b = np.round(y + rng.normal(size=500), 1)
+    if name == "accuracy":
+        a, b = (a > 0.5).astype(int), (b > 0.5).astype(int)
+    elif name == "log_loss":
+        a, b = 1 / (1 + np.exp(-a)), 1 / (1 + np.exp(-b))
+    fn, higher = METRICS[name]
+    fast = BootstrapTest(metric=name, n_resamples=200, seed=9).run(y, a, b)
+    slow = BootstrapTest(
+        metric=fn, n_resamples=200, seed=9, vectorized=True, higher_is_better=higher
+    ).run(y, a, b)
+    assert (fast.ci_low, fast.ci_high) == pytest.approx((slow.ci_low, slow.ci_high), abs=1e-12)
+
+
 def test_direction_makes_improvement_positive_for_losses():
     """For a lower-is-better metric, a smaller error is a positive improvement."""
     y = np.linspace(0, 1, 200)

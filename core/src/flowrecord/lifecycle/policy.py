@@ -57,7 +57,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from flowrecord.lifecycle._cron import CronSchedule
 from flowrecord.lifecycle._evidence import (
@@ -283,9 +283,9 @@ class RetrainPolicy:
             results.append(ctx.cron(self.cron, now_dt, since))
         for name in self.new_data:
             results.append(ctx.new_data(name))
-        for d in self.drift:
+        for d in cast(tuple[DriftTrigger, ...], self.drift):  # a tuple since __post_init__
             results.append(ctx.drift(d))
-        for m in self.metric_decay:
+        for m in cast(tuple[MetricDecayTrigger, ...], self.metric_decay):
             results.append(ctx.metric_decay(m))
         fired = [r for r in results if r.fired]
         decision = RetrainDecision(

@@ -256,7 +256,14 @@ class ModelRegistry:
         answer = self._call("flowrecord_registry_list_models")
         if answer is None:
             raise RegistryUnavailable("no registry backend answered (none is active)")
-        return [dict(m) for m in answer]
+        out = []
+        for m in answer:
+            entry = dict(m)
+            # registries differ in how they spell versions (MLflow: ints); ours are text
+            entry["versions"] = [str(v) for v in entry.get("versions") or ()]
+            entry["aliases"] = {str(a): str(v) for a, v in (entry.get("aliases") or {}).items()}
+            out.append(entry)
+        return out
 
     def versions(self, model: str) -> list[str]:
         """The versions of *model*, oldest first (empty when the model is unknown)."""
