@@ -7,8 +7,8 @@ lookup and no race.
 
 from __future__ import annotations
 
+import itertools
 import os
-import random
 import time
 import uuid
 
@@ -17,38 +17,41 @@ __all__ = ["new_event_id", "run_id_for", "stable_id", "task_id_for"]
 #: Namespace of every flowrecord UUIDv5.
 NAMESPACE = uuid.UUID("6f1c1f9e-3c59-4d3a-9d1e-7f0c2b8a4e51")
 
-_last_ms = 0
-_seq = 0
-_rand = random.Random()  # reseeded from os.urandom; the stdlib reseeds it after fork
-_getrandbits = _rand.getrandbits
 _time_ns = time.time_ns
 
-
+# Layout of an event id (RFC 9562, UUIDv7): 48 bits of Unix milliseconds, the
+# version (7), 12 bits ``rand_a``, the variant (0b10), 62 bits ``rand_b``.
+# ``rand_a`` is random per process; ``rand_b`` is a per-process counter that
+# starts at a random 61-bit value (RFC 9562's "monotonic random" method), so ids
+# are unique without a random draw per id, and increase in call order within a
+# millisecond. Two processes collide only if they share the millisecond, the 12
+# random bits and an overlapping counter range: about n / 2**73 for n ids.
 _VERSION_BITS = 0x7 << 76
-_VARIANT_BIT = 0b10 << 62
+_VARIANT_BITS = 0b10 << 62
+_high = 0
+_next_low = itertools.count().__next__
+
+
+def _seed() -> None:
+    global _high, _next_low
+    rand = int.from_bytes(os.urandom(10), "big")
+    _high = _VERSION_BITS | ((rand & 0xFFF) << 64)
+    # itertools.count's __next__ is atomic under the GIL: threads never share a value.
+    _next_low = itertools.count(_VARIANT_BITS | (rand >> 19)).__next__
+
+
+_seed()
 
 
 def new_event_id() -> str:
-    """A UUIDv7 as 32 hex digits: 48 bits of milliseconds, a 12-bit counter, 62 random bits.
+    """A UUIDv7 as 32 hex digits: milliseconds, then per-process random bits and counter.
 
-    Ids made by one thread are increasing; across threads and processes they sort by
-    millisecond, and the random bits keep them unique. Built with string
-    formatting rather than :class:`uuid.UUID` because it runs once per event
-    (``uuid.UUID(hex=...)`` reads it back).
+    Ids made by one process increase with the wall clock and, within one
+    millisecond, in call order (across threads too); across processes they sort
+    by millisecond. Built from integers rather than :class:`uuid.UUID` because
+    it runs once per event (``uuid.UUID(hex=...)`` reads it back).
     """
-    global _last_ms, _seq
-    ms = _time_ns() // 1_000_000
-    if ms > _last_ms:
-        _last_ms = ms
-        _seq = 0
-    else:
-        ms = _last_ms
-        _seq += 1
-        if _seq > 0xFFF:  # counter exhausted within one ms: borrow the next ms
-            _last_ms = ms = ms + 1
-            _seq = 0
-    value = (ms << 80) | _VERSION_BITS | (_seq << 64) | _VARIANT_BIT | _getrandbits(62)
-    return value.to_bytes(16, "big").hex()
+    return (((_time_ns() // 1_000_000) << 80) | _high | _next_low()).to_bytes(16, "big").hex()
 
 
 def stable_id(*parts: object) -> str:
@@ -66,8 +69,5 @@ def task_id_for(run_id: str, name: str, try_number: int = 1, map_index: int | No
     return stable_id("task", run_id, name, try_number, -1 if map_index is None else map_index)
 
 
-def _reseed_after_fork() -> None:
-    _rand.seed(os.urandom(16))
-
-
-os.register_at_fork(after_in_child=_reseed_after_fork)
+# A forked child must not repeat its parent's counter.
+os.register_at_fork(after_in_child=_seed)

@@ -709,6 +709,8 @@ def _check_name(what: str, value: object) -> None:
 
 
 def _as_float(key: str, value: object) -> float:
+    if type(value) is int:  # the common case, before the slower ABC checks
+        return float(value)
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, numbers.Real):
@@ -722,6 +724,10 @@ def _as_float(key: str, value: object) -> float:
     raise TypeError(f"metric {key!r} must be a number, not {type(value).__name__}: {value!r:.80}")
 
 
+# Metric keys already checked: a training loop logs the same few keys many times.
+_checked_keys: set[str] = set()
+
+
 def log_metric(key: str, value: float, step: int | None = None) -> None:
     """Record one metric point in the current task (or run).
 
@@ -733,14 +739,27 @@ def log_metric(key: str, value: float, step: int | None = None) -> None:
     >>> import flowrecord
     >>> flowrecord.log_metric("auc", 0.91)
     """
-    _check_name("metric key", key)
-    number = _as_float(key, value)
+    # The hot path of a training loop: each step below has a fast case first.
+    if type(key) is not str or key not in _checked_keys:
+        _check_key(key)
+    number = value if type(value) is float else _as_float(key, value)
     if step is not None and not isinstance(step, int):
         raise TypeError(f"step must be an int, not {type(step).__name__}")
-    run_id, task_id = _target()
+    handle = _task_var.get()
+    task_id: str | None
+    if handle is not None and not handle._closed:
+        run_id, task_id = handle.run.run_id, handle.task_id
+    else:
+        run_id, task_id = _target()
     rt = _runtime or get_runtime()
     if rt is not None:
         rt.dispatcher.submit((new_event_id(), time.time(), run_id, task_id, key, number, step))
+
+
+def _check_key(key: object) -> None:
+    _check_name("metric key", key)
+    if len(_checked_keys) < 10_000:  # bounded: keys made from data must not grow it forever
+        _checked_keys.add(key)  # type: ignore[arg-type]
 
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -749,17 +768,19 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
         raise TypeError(f"metrics must be a mapping, not {type(metrics).__name__}")
     checked = []
     for key, value in metrics.items():
-        _check_name("metric key", key)
-        checked.append((key, _as_float(key, value)))
+        if type(key) is not str or key not in _checked_keys:
+            _check_key(key)
+        checked.append((key, value if type(value) is float else _as_float(key, value)))
     if step is not None and not isinstance(step, int):
         raise TypeError(f"step must be an int, not {type(step).__name__}")
     run_id, task_id = _target()
     now = time.time()
-    rt = get_runtime()
+    rt = _runtime or get_runtime()
     if rt is None:
         return
+    submit = rt.dispatcher.submit
     for key, number in checked:
-        rt.dispatcher.submit((new_event_id(), now, run_id, task_id, key, number, step))
+        submit((new_event_id(), now, run_id, task_id, key, number, step))
 
 
 def _render_param(value: object) -> str:

@@ -51,16 +51,15 @@ from typing import Any
 
 __all__ = ["SystemSampler", "gpu_smoke"]
 
-# stop() waits this long for the sampler thread's final sample. A thread still
-# busy after that (NVML can take seconds to start on a machine without the
-# persistence daemon) is abandoned and stop() samples CPU and memory itself.
-_STOP_WAIT_S = 0.04
 # Listing descendants scans /proc and grows with the number of processes on the
 # host; it is done less often when its CPU time would exceed this share of the
-# sampling interval. The final sample rescans when a scan is cheaper than
-# _FINAL_SCAN_MAX_S, so stop() stays quick.
+# sampling interval. The final sample is taken by stop(), on the task's own
+# thread, and rescans only when a scan is cheaper than _FINAL_SCAN_MAX_S: a
+# task's end must not cost it milliseconds (a busy host's scan takes several).
 _CHILD_SCAN_BUDGET = 0.02
-_FINAL_SCAN_MAX_S = 0.02
+_FINAL_SCAN_MAX_S = 0.0002
+# How long stop() waits for the sampler thread to finish a sample it is taking.
+_PROBE_WAIT_S = 0.005
 # NVML error codes (pynvml's NVML_ERROR_*), used when the module lacks the names.
 _NVML_NOT_SUPPORTED = 3
 _NVML_NO_PERMISSION = 4
@@ -511,7 +510,10 @@ class SystemSampler:
     def stop(self) -> tuple[dict[str, Any], tuple[dict[str, Any], ...]]:
         """Take a final sample, stop the thread and return ``(summary, samples)``.
 
-        Calling it again returns the same result. The summary holds
+        The final sample is taken here, without waiting for the thread (which
+        ends on its own, shutting NVML down): CPU and memory of the process and
+        of the descendants already seen, and no GPU reading, so stopping costs
+        tens of microseconds. Calling it again returns the same result. The summary holds
         ``cpu_percent_peak/mean``, ``rss_bytes_peak/mean``, ``samples`` (how many
         were taken), ``samples_kept``, ``duration_s``, ``gpu_available``, ``gpus``
         (per GPU peaks and means) and ``warnings``.
@@ -521,11 +523,10 @@ class SystemSampler:
         if not self._started:
             self._warn("the sampler was stopped without being started")
         else:
+            with self._lock:
+                self._abandoned = True  # the thread takes no sample from now on
             self._stop.set()
-            if not self._done.wait(_STOP_WAIT_S):
-                with self._lock:
-                    self._abandoned = True
-                self._fallback_sample()
+            self._final_sample()
         duration = time.monotonic() - self._started_mono if self._started else 0.0
         with self._lock:
             self._result = (self._summary(duration), self._series.samples())
@@ -535,7 +536,12 @@ class SystemSampler:
 
     def _run(self) -> None:
         try:
+            # A task that ended before this thread ran needs nothing opened.
+            if self._stop.is_set():
+                return
             self._open_process()
+            if self._stop.is_set():
+                return
             self._open_gpus()
             self._ready.set()
             while True:
@@ -656,11 +662,12 @@ class SystemSampler:
                 stats.process_memory.add(g["process_memory_used_bytes"])
             self._series.add(sample)
 
-    def _fallback_sample(self) -> None:
-        # The thread is still starting (importing psutil or pynvml, starting NVML)
-        # or stuck in a driver call: take the final sample here, without GPUs.
+    def _final_sample(self) -> None:
+        # On the caller's thread, without GPUs: the thread may still be starting
+        # (importing psutil or pynvml, starting NVML) or in a driver call, and
+        # waiting for it would cost the task milliseconds.
         probe = self._probe
-        if probe is not None and probe.lock.acquire(timeout=0.005):
+        if probe is not None and probe.lock.acquire(timeout=_PROBE_WAIT_S):
             try:
                 cpu, rss = probe.read(final=True)
             except Exception as exc:
@@ -683,8 +690,7 @@ class SystemSampler:
         cpu = 100.0 * used / elapsed if elapsed > 0 else 0.0
         rss = 0
         try:
-            with open("/proc/self/statm", "rb") as statm:
-                rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            rss = int(os.pread(_statm_fd(), 128, 0).split()[1]) * _PAGE_SIZE
         except (OSError, ValueError, IndexError, AttributeError):
             try:
                 import resource
@@ -715,6 +721,22 @@ class SystemSampler:
             "gpus": [s.as_summary(i) for i, s in sorted(self._gpu_stats.items())],
             "warnings": list(self._warnings),
         }
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_statm: tuple[int, int] | None = None  # (pid, fd) of this process's /proc/<pid>/statm
+
+
+def _statm_fd() -> int:
+    """A descriptor of /proc/<pid>/statm kept open: opening it is most of a read's cost.
+
+    :raises OSError: there is no such file (not Linux).
+    """
+    global _statm
+    pid = os.getpid()
+    if _statm is None or _statm[0] != pid:  # a forked child must read its own
+        _statm = (pid, os.open(f"/proc/{pid}/statm", os.O_RDONLY | os.O_CLOEXEC))
+    return _statm[1]
 
 
 def gpu_smoke(seconds: float = 2.0, interval: float = 0.2) -> dict[str, Any]:
