@@ -111,12 +111,6 @@ def make_world(root: Path) -> MetaflowWorld:
 
 
 @pytest.fixture(scope="session")
-def new_metaflow_world() -> Any:
-    """A function: directory -> a fresh MetaflowWorld rooted there."""
-    return make_world
-
-
-@pytest.fixture(scope="session")
 def metaflow_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetaflowWorld]:
     """One local Metaflow world for the session; the Metaflow client reads from it."""
     import metaflow
@@ -164,12 +158,22 @@ def _default_decospecs(world: MetaflowWorld) -> RunResult:
     return world.run(FLOWS / "tiny_flow.py", "run", env=env)
 
 
+def _broken_store(world: MetaflowWorld) -> RunResult:
+    # A world of its own whose FLOWRECORD_HOME lies under a regular file.
+    broken = make_world(world.root.parent / f"{world.root.name}-broken")
+    blocker = broken.root / "not-a-directory"
+    blocker.write_text("a file where the store's directory should be")
+    env = {"FLOWRECORD_HOME": os.fspath(blocker / "home")}
+    return broken.run(FLOWS / "tiny_flow.py", "run", "--with", "flowrecord:card=true", env=env)
+
+
 #: Fixture name (in the test modules) -> the run it stands for.
 FLOW_RUNS: dict[str, Callable[[MetaflowWorld], Any]] = {
     "record_run": _record_flow,
     "resumed": _resume_flow,
     "example_run": _example_flow,
     "decospec_run": _default_decospecs,
+    "broken_store_run": _broken_store,
 }
 #: Runs made in the main thread, when their fixture asks (the others run beside them).
 MAIN_THREAD = frozenset({"example_run"})

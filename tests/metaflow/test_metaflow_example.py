@@ -87,7 +87,7 @@ def test_whole_record_of_the_run_reads_back(example_run: dict) -> None:
 
     validations = world.rows(q.format("validations"), (row["run_id"],))
     assert _by_task(validations, "dataset_name", "passed", "policy") == {
-        ("data", 1, "fail"), ("holdout", 1, "record"),
+        ("data", 1, "fail"), ("holdout", 1, "warn"),
     }  # fmt: skip
 
     usage = world.rows(q.format("system_usage"), (row["run_id"],))

@@ -144,6 +144,7 @@ class ArtifactTracker:
         self._seen: set[tuple[str, str]] = set()
         self._inputs: list[Any] = []
         self._input_items: list[dict[str, str]] = []
+        self._items_of: dict[int, dict[str, str]] = {}  # id(datastore) -> its items
         self._output: Any = None
         # name -> the object as the step left it. Metaflow drops it from the flow
         # while persisting; holding it until the task ends keeps memory at what
@@ -161,14 +162,19 @@ class ArtifactTracker:
         """
         self._output = output
         for datastore in inputs:
+            items = _items(datastore)
             self._inputs.append(datastore)
-            self._input_items.append(_items(datastore))
+            self._input_items.append(items)
+            self._items_of[id(datastore)] = items
             self._wrap(datastore)
         if output is not None:
             self._wrap(output)
 
     def _wrap(self, datastore: Any) -> None:
-        original = datastore.load_artifacts
+        try:
+            original = datastore.load_artifacts
+        except AttributeError:
+            return
 
         def load_artifacts(names: Any) -> Any:
             for name, obj in original(names):
@@ -178,7 +184,10 @@ class ArtifactTracker:
                     log.warning("flowrecord: could not record read of %s: %s", name, exc)
                 yield name, obj
 
-        datastore.load_artifacts = load_artifacts
+        try:
+            datastore.load_artifacts = load_artifacts
+        except (AttributeError, TypeError) as exc:  # a datastore that cannot be watched
+            log.warning("flowrecord: reads from %s are not recorded: %s", datastore, exc)
 
     def _source(self, datastore: Any, name: str) -> tuple[tuple[str, str, str], str | None]:
         """(run, step, task) an artifact was loaded from, and its sha."""
@@ -189,10 +198,10 @@ class ArtifactTracker:
                 if sha is not None and items.get(name) == sha:
                     return _pathspec(source), sha
             return (self.run_id, self.step, self.task_id), sha
-        for source, items in zip(self._inputs, self._input_items, strict=False):
-            if source is datastore:
-                return _pathspec(source), items.get(name)
-        return _pathspec(datastore), _items(datastore).get(name)
+        items = self._items_of.get(id(datastore))
+        if items is None:
+            items = _items(datastore)
+        return _pathspec(datastore), items.get(name)
 
     def _loaded(self, datastore: Any, name: str, obj: object) -> None:
         if not is_user_artifact(name) or name in self.exclude:
