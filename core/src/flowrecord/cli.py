@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 #: Modules whose ``COMMANDS`` lists make up the command line, in help order.
-COMMAND_MODULES: tuple[str, ...] = ("flowrecord.cli",)
+COMMAND_MODULES: tuple[str, ...] = ("flowrecord.cli", "flowrecord.lifecycle.cli")
 
 #: Width of human output when stdout is not a terminal (a file, a pipe) and
 #: ``COLUMNS`` is unset: wide enough that ids and keys are not cut.
@@ -1147,4 +1147,8 @@ COMMANDS: list[Command] = [
 
 
 if __name__ == "__main__":  # python -m flowrecord.cli
-    sys.exit(main())
+    # Run the imported module's main, not this __main__ copy, so that errors raised by
+    # commands in other modules are the same CommandError class.
+    from flowrecord.cli import main as _main
+
+    sys.exit(_main())

@@ -229,13 +229,17 @@ class LocalStore:
         return None
 
     def _check_identity(self, conn: sqlite3.Connection) -> None:
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        if app_id == APPLICATION_ID:
-            return
-        tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[
-            0
-        ]
-        if app_id != 0 or tables:
+        # Both reads in one read transaction: another process creating the store
+        # between them must not make a fresh store look foreign.
+        conn.execute("BEGIN")
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            tables = conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+            ).fetchone()[0]
+        finally:
+            conn.execute("COMMIT")
+        if app_id != APPLICATION_ID and (app_id != 0 or tables):
             raise StoreError(f"{self.path} exists but is not a flowrecord store")
 
     def _init_schema(self, conn: sqlite3.Connection) -> None:
@@ -243,6 +247,11 @@ class LocalStore:
         try:
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
             if app_id != APPLICATION_ID:
+                tables = conn.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+                ).fetchone()[0]
+                if app_id != 0 or tables:
+                    raise StoreError(f"{self.path} exists but is not a flowrecord store")
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
