@@ -69,8 +69,10 @@ def shop_run() -> Iterator[ShopRun]:
     dagster_home.mkdir()
     (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     flowrecord_home = root / "flowrecord"
-    saved = os.environ.get("DAGSTER_HOME")
+    saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "PYTHONPATH")}
     os.environ["DAGSTER_HOME"] = str(dagster_home)
+    # Step processes import the code location by module name, from their own sys.path.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), saved["PYTHONPATH"]]))
     try:
         with isolated(flowrecord_home, FLOWRECORD_CAPTURE_CODE="0"):
             import fr_dagster_defs
@@ -89,9 +91,10 @@ def shop_run() -> Iterator[ShopRun]:
                     test_pid=os.getpid(),
                 )
     finally:
-        if saved is None:
-            os.environ.pop("DAGSTER_HOME", None)
-        else:
-            os.environ["DAGSTER_HOME"] = saved
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     yield run
     shutil.rmtree(root, ignore_errors=True)

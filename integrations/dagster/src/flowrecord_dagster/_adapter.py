@@ -303,6 +303,12 @@ def _error_of(event: dg.DagsterEvent) -> str | None:
     error = getattr(data, "error", None)
     if error is None:
         return None
+    # Dagster wraps the user's exception (step execution error, retry from policy):
+    # what the record wants is the user's own.
+    while getattr(error, "cause", None) is not None and str(
+        getattr(error, "cls_name", "")
+    ).startswith(("Dagster", "RetryRequested")):
+        error = error.cause
     name = getattr(error, "cls_name", None) or "Error"
     message = (getattr(error, "message", "") or "").strip()
     # Dagster's message repeats the class, module path included: keep what follows it.

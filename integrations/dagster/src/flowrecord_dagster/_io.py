@@ -66,7 +66,10 @@ class RecordingIOManager(dg.IOManager):
         self._inner.handle_output(context, obj)
         metadata = output_seen(self._catalog, context, obj)
         if metadata:
-            _add_metadata(context, metadata)
+            try:
+                _add_metadata(context, metadata)
+            except Exception as exc:
+                log.warning("flowrecord: could not add output metadata: %s", exc)
 
     def load_input(self, context: dg.InputContext) -> Any:
         obj = self._inner.load_input(context)
@@ -85,11 +88,8 @@ def _add_metadata(context: dg.OutputContext, metadata: Mapping[str, Any]) -> Non
     try:
         context.add_output_metadata(entries)
         return
-    except dg.DagsterInvalidMetadata:
-        pass  # one of ours is already there: add the others one by one
-    except Exception as exc:
-        log.warning("flowrecord: could not add output metadata: %s", exc)
-        return
+    except dg.DagsterError:
+        pass  # one of ours is already there (the user's IO manager added it): one by one
     for key, value in entries.items():
         try:
             context.add_output_metadata({key: value})
