@@ -82,7 +82,7 @@ class MetaflowWorld:
             env={**os.environ, **self.env, **(env or {})},
             capture_output=True,
             text=True,
-            timeout=400,
+            timeout=800,
         )
         output = proc.stdout + proc.stderr
         match = re.search(r"run-id (\S+?)\)?:", output)

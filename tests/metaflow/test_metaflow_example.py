@@ -22,7 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "metaflow" / "train_flow.py"
 DOC = REPO / "docs" / "metaflow.md"
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# The first test to ask for a run waits for all the session's runs (see conftest.py):
+# a few minutes on a busy 2-core machine.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,9 @@ import pytest
 
 MetaflowWorld = Any  # the session's world, see conftest.py
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# The first test to ask for a run waits for all the session's runs (see conftest.py):
+# a few minutes on a busy 2-core machine.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="session")
