@@ -353,9 +353,11 @@ def test_configured_redact_patterns_apply(tmp_path: Path):
 
     home = tmp_path / "home"
     try:
-        with isolated(
-            home, FLOWRECORD_CAPTURE_CODE="0", FLOWRECORD_REDACT_PATTERNS="^customer_id$"
-        ), flowrecord.run("p"), flowrecord.task("t"):
+        with (
+            isolated(home, FLOWRECORD_CAPTURE_CODE="0", FLOWRECORD_REDACT_PATTERNS="^customer_id$"),
+            flowrecord.run("p"),
+            flowrecord.task("t"),
+        ):
             flowrecord.log_params({"customer_id": "C-991", "epochs": 3})
     finally:
         clear_patterns()
@@ -383,3 +385,44 @@ def test_code_snapshot_keeps_untracked_file_names(tmp_path: Path):
     assert row["dirty"] == 1 and len(row["commit_sha"]) == 40
     assert "+print(2)" in row["diff"]
     assert json.loads(row["untracked"]) == ["notes.txt"]
+
+
+def test_known_content_id_is_used_without_reading(recording):
+    """log_dataset(fingerprint=...) records the caller's content id and type as given."""
+    with flowrecord.run("p"), flowrecord.task("t"):
+        event = flowrecord.log_dataset(
+            object(),
+            name="model",
+            role="output",
+            fingerprint="metaflow:sha1:abc",
+            data_type="sklearn.Pipeline",
+        )
+        with pytest.raises(TypeError):
+            flowrecord.log_dataset(object(), fingerprint="")
+    assert (event.fingerprint, event.data_type, event.warnings) == (
+        "metaflow:sha1:abc",
+        "sklearn.Pipeline",
+        (),
+    )
+
+
+def test_listener_joins_a_live_runtime_without_spooling(flowrecord_home: Path):
+    """A plugin registered after recording began gets later events once; its failures
+    are dropped, not spooled, when registered with spool=False."""
+    from flowrecord.dispatcher import pending_spool_files, spool_dirs
+    from flowrecord.testing import RecordingBackend
+
+    with flowrecord.run("p"), flowrecord.task("t"):
+        flowrecord.log_metric("before", 1)
+        listener = RecordingBackend()
+        recorder.register_backend("listener", listener, spool=False)
+        try:
+            flowrecord.log_metric("after", 2)
+            flowrecord.flush(5)
+        finally:
+            recorder.unregister_backend("listener")
+    assert [m.key for m in listener.events("metric")] == ["after"]
+    flowrecord.flush(5)
+    rows = LocalStore(flowrecord_home).query("SELECT key FROM metric_points ORDER BY key")
+    assert [r[0] for r in rows] == ["after", "before"]
+    assert pending_spool_files(spool_dirs(flowrecord_home, "listener")) == []

@@ -418,6 +418,9 @@ class _Worker:
                 self._replay()
 
     def _spool(self, batch: Sequence[Event]) -> None:
+        if not self.spool:  # an in-process listener: nothing could replay into it later
+            self.lost += len(batch)
+            return
         # Small files: a nearly full disk (or a file-size limit) still takes them.
         for start in range(0, len(batch), SPOOL_FILE_EVENTS):
             chunk = batch[start : start + SPOOL_FILE_EVENTS]
@@ -486,7 +489,11 @@ class Dispatcher:
         if self._closed:
             return
         for worker in self.workers:
-            worker.put(event)
+            # _Worker.put, inlined: this runs once per metric point.
+            worker.buffer.append(event)
+            if worker.idle:
+                worker.idle = False
+                worker.wakeup.put(None)
 
     def flush(self, timeout: float | None = 2.0) -> bool:
         """Wait until what was submitted so far is delivered or spooled.
@@ -522,6 +529,28 @@ class Dispatcher:
             worker.thread.join(0.5)
         return ok
 
+    def add_worker(
+        self, name: str, callers: Callable[[str], Any] | None, *, spool: bool = True
+    ) -> None:
+        """Start delivering to one more backend (from the next event on).
+
+        :param spool: False for in-process listeners: what they fail to take is dropped.
+        """
+        worker = _Worker(name, callers, spool_dirs(self.home, name) if spool else [])
+        # Replace the list rather than append: submit() may be iterating it.
+        self.workers = [*self.workers, worker]
+
+    def remove_worker(self, name: str, timeout: float = 2.0) -> None:
+        """Stop delivering to backend *name*, after a bounded flush of what it has."""
+        gone = [w for w in self.workers if w.name == name]
+        self.workers = [w for w in self.workers if w.name != name]
+        for worker in gone:
+            marker = _Flush()
+            worker.put(marker)
+            if not marker.done.wait(timeout):
+                worker.spool_pending()
+            worker.put(None)
+
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per backend: events delivered, spooled and replayed, and the last error."""
         return {
@@ -537,13 +566,22 @@ class Dispatcher:
 
 
 def subset_callers(pm: pluggy.PluginManager, plugin_name: str) -> Callable[[str], Any]:
-    """Hook callers that reach only the plugin registered as *plugin_name*."""
-    others = [p for name, p in pm.list_name_plugin() if name != plugin_name]
+    """Hook callers that reach only the plugin registered as *plugin_name*.
+
+    Plugins registered later (a listener joining a live runtime) stay excluded: the
+    cached callers are rebuilt whenever the set of registered plugins changes.
+    """
     cache: dict[str, Any] = {}
+    known: list[int] = []
 
     def callers(hook: str) -> Any:
+        plugins = pm.get_plugins()
+        if len(plugins) != (known[0] if known else -1):
+            cache.clear()
+            known[:] = [len(plugins)]
         caller = cache.get(hook)
         if caller is None:
+            others = [p for name, p in pm.list_name_plugin() if name != plugin_name]
             caller = cache[hook] = pm.subset_hook_caller(hook, remove_plugins=others)
         return caller
 

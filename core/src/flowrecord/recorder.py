@@ -15,11 +15,11 @@ from __future__ import annotations
 import atexit
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import math
 import numbers
 import os
-import socket
 import sys
 import threading
 import time
@@ -173,6 +173,26 @@ class Runtime:
     def submit(self, event: Event) -> None:
         self.dispatcher.submit(event)
 
+    def add_backend(self, name: str, plugin: Any, *, spool: bool = True) -> None:
+        """Register *plugin* in the live plugin manager and give it a worker."""
+        from flowrecord.dispatcher import subset_callers
+
+        if self.pm.get_plugin(name) is not None:
+            return
+        self.pm.register(plugin, name=name)
+        callers = subset_callers(self.pm, name)
+        try:
+            callers("flowrecord_backend_configure")(config=self.config.as_mapping())
+        except Exception as exc:
+            log.warning("flowrecord: backend %r failed to configure: %s", name, exc)
+        self.dispatcher.add_worker(name, callers, spool=spool)
+
+    def remove_backend(self, name: str) -> None:
+        self.dispatcher.remove_worker(name)
+        plugin = self.pm.get_plugin(name)
+        if plugin is not None:
+            self.pm.unregister(plugin)
+
     def local_store(self) -> Any:
         """The local store when the ``local`` backend is active, else None."""
         plugin = self.pm.get_plugin("local")
@@ -193,6 +213,7 @@ class Runtime:
 _runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
 _extra_plugins: dict[str, Any] = {}
+_unspooled: set[str] = set()
 
 
 def get_runtime() -> Runtime | None:
@@ -214,16 +235,31 @@ def get_runtime() -> Runtime | None:
         return _runtime
 
 
-def register_backend(name: str, plugin: Any) -> None:
-    """Add a backend plugin object for this process (tests, embedding).
+def register_backend(name: str, plugin: Any, *, spool: bool = True) -> None:
+    """Add a backend plugin object for this process (tests, embedding, in-process listeners).
 
-    Takes effect for the next runtime; call :func:`shutdown` first to restart one.
+    If recording has started already, the plugin joins the live runtime at once and
+    receives the events recorded from then on.
+
+    :param spool: keep what the plugin failed to take for replay. Set it False for
+        in-process listeners (a card renderer, say) that ``flowrecord sync`` could
+        never replay into later.
     """
     _extra_plugins[name] = plugin
+    if not spool:
+        _unspooled.add(name)
+    rt = _runtime
+    if rt is not None:
+        rt.add_backend(name, plugin, spool=spool)
 
 
 def unregister_backend(name: str) -> None:
+    """Remove a plugin added with :func:`register_backend` (from the live runtime too)."""
     _extra_plugins.pop(name, None)
+    _unspooled.discard(name)
+    rt = _runtime
+    if rt is not None:
+        rt.remove_backend(name)
 
 
 def shutdown() -> None:
@@ -619,7 +655,17 @@ def _task_event(
     )
 
 
-_HOST = socket.gethostname()
+def _hostname() -> str:
+    # What socket.gethostname() says (query.py compares with it), without
+    # importing socket at ``import flowrecord`` where uname can tell.
+    if hasattr(os, "uname"):
+        return os.uname().nodename
+    import socket
+
+    return socket.gethostname()
+
+
+_HOST = _hostname()
 
 
 def _error_text(error: str | BaseException | None) -> str | None:
@@ -887,6 +933,9 @@ def log_dataset(
     name: str | None = None,
     role: str = "input",
     uri: str | None = None,
+    *,
+    fingerprint: str | None = None,
+    data_type: str | None = None,
 ) -> DatasetEvent:
     """Record that the current task read (``role="input"``) or wrote (``"output"``) a dataset.
 
@@ -894,6 +943,10 @@ def log_dataset(
     fingerprinted over their full content, with schema, row count and a column
     profile. Any other object is linked by name and type only. An output with a
     history of row counts is checked for a sudden change of volume.
+
+    :param fingerprint: a content id the caller already has (an orchestrator's own
+        artifact hash, say); the object is then not read at all.
+    :param data_type: what to call the object's type in the record.
 
     >>> import flowrecord, pandas as pd
     >>> flowrecord.log_dataset(pd.DataFrame({"x": [1, 2]}), name="train", role="output")
@@ -904,14 +957,30 @@ def log_dataset(
         _check_name("dataset name", name)
     run_id, task_id = _target()
     rt = get_runtime()
-    from flowrecord.collectors.datasets import describe
+    from flowrecord.collectors.datasets import DatasetDescription, describe
 
     try:
-        info = describe(obj_or_path, with_profile=rt.config.profile_datasets if rt else True)
+        if fingerprint is not None:
+            if not isinstance(fingerprint, str) or not fingerprint:
+                raise TypeError("fingerprint must be a non-empty str")
+            info = DatasetDescription(
+                data_type=data_type or type(obj_or_path).__name__,
+                fingerprint=fingerprint,
+                schema=(),
+                row_count=None,
+                size_bytes=None,
+                profile={},
+                warnings=(),
+                uri=None,
+            )
+        else:
+            info = describe(obj_or_path, with_profile=rt.config.profile_datasets if rt else True)
+            if data_type is not None:
+                info = dataclasses.replace(info, data_type=data_type)
+    except TypeError:
+        raise
     except Exception as exc:  # a collector bug must not fail the task
         log.warning("flowrecord: could not describe dataset: %s", exc)
-        from flowrecord.collectors.datasets import DatasetDescription
-
         info = DatasetDescription(
             data_type=type(obj_or_path).__name__,
             fingerprint=None,
