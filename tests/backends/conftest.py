@@ -26,7 +26,8 @@ from typing import Any
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parents[1]
 SPEC_DIR = REPO_ROOT.parent / "shared" / "spec" / "openlineage"
 
 
@@ -63,8 +64,11 @@ class MlflowServer:
 
     def start(self, timeout: float = 240.0) -> None:
         """Start the server and wait until ``/health`` answers."""
-        import requests
+        self.launch()
+        self.wait(timeout)
 
+    def launch(self) -> None:
+        """Start the server process without waiting for it."""
         env = {
             **os.environ,
             # The job runner starts a dozen worker processes this test has no use for.
@@ -95,6 +99,12 @@ class MlflowServer:
             env=env,
             start_new_session=True,
         )
+
+    def wait(self, timeout: float = 240.0) -> None:
+        """Wait until the launched server answers ``/health``."""
+        import requests
+
+        assert self.proc is not None, "the server was not launched"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -126,11 +136,37 @@ class MlflowServer:
         return self.log_path.read_bytes()[-n:].decode("utf-8", "replace")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run this directory's tests that need the MLflow server last, so it boots meanwhile."""
+    mine = [i for i, item in enumerate(items) if Path(str(item.path)).is_relative_to(HERE)]
+    ordered = sorted(
+        (items[i] for i in mine), key=lambda item: "mlflow_server" in item.fixturenames
+    )
+    for i, item in zip(mine, ordered, strict=True):
+        items[i] = item
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _boot_mlflow_server_early(request: pytest.FixtureRequest) -> None:
+    """Launch the MLflow server at the first test here when any collected test needs it."""
+    if any("mlflow_server" in item.fixturenames for item in request.session.items):
+        request.getfixturevalue("_mlflow_server_process")
+
+
 @pytest.fixture(scope="session")
-def mlflow_server(
+def mlflow_server(_mlflow_server_process: MlflowServer) -> MlflowServer:
+    """A real MLflow tracking server: PostgreSQL backend store, served artifacts directory."""
+    if _mlflow_server_process.proc is None:
+        _mlflow_server_process.launch()
+    _mlflow_server_process.wait()
+    return _mlflow_server_process
+
+
+@pytest.fixture(scope="session")
+def _mlflow_server_process(
     postgres_server: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MlflowServer]:
-    """A real MLflow tracking server: PostgreSQL backend store, served artifacts directory."""
+    """The server's process on a fresh PostgreSQL database, launched (not yet waited for)."""
     import psycopg2
 
     name = f"fr_mlflow_{uuid.uuid4().hex[:12]}"
@@ -146,7 +182,7 @@ def mlflow_server(
         log_path=root / "server.log",
     )
     try:
-        server.start()
+        server.launch()
         yield server
     finally:
         server.kill()
