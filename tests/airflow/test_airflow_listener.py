@@ -114,6 +114,16 @@ def test_mapped_tasks_and_task_groups(run_dag, record):
         assert params == {"x": str(index + 1)}
     assert len({row["task_id"] for row in squares.values()}) == 3
 
+    # The reduce step is a generator: its return value comes back through XCom,
+    # the mapped outputs it received are not params, the Metadata it yielded is kept.
+    reduce = tasks[("count_squares", None, 1)]
+    assert {m["key"]: m["value"] for m in record.of_task("metric_points", reduce)} == {"count": 3.0}
+    assert record.of_task("params", reduce) == []
+    reduce_tags = {t["key"]: t["value"] for t in record.of_task("tags", reduce)}
+    assert json.loads(reduce_tags["asset_extra:square_counts"]) == {"count": 3}
+    [counts] = [d for d in record.of_task("datasets", reduce) if d["role"] == "output"]
+    assert counts["name"] == "square_counts" and counts["uri"] == "s3://reports/square_counts"
+
     make = tasks[("prep.make_frame", None, 1)]
     clean = tasks[("prep.clean", None, 1)]
     assert make["attributes"]["task_group"] == "prep"

@@ -1,9 +1,11 @@
-"""Dynamic task mapping and a task group passing a frame inside it."""
+"""Dynamic task mapping with a reduce step (a generator task), and a task group."""
 
 from __future__ import annotations
 
 import pandas as pd
-from airflow.sdk import TaskGroup, dag, task
+from airflow.sdk import Asset, Metadata, TaskGroup, dag, task
+
+COUNTS = Asset(name="square_counts", uri="s3://reports/square_counts")
 
 
 @dag(schedule=None, catchup=False, tags=["flowrecord-test"])
@@ -28,7 +30,14 @@ def fr_mapped():
 
         clean(make_frame())
 
-    square.expand(x=numbers())
+    @task(outlets=[COUNTS])
+    def count_squares(values):
+        # A generator task: Airflow's runner drives it, so flowrecord reads its
+        # return value back from XCom instead of wrapping the function.
+        yield Metadata(COUNTS, {"count": len(values)})
+        return {"count": float(len(values))}
+
+    count_squares(square.expand(x=numbers()))
 
 
 dag = fr_mapped()

@@ -17,6 +17,7 @@ and logs its own errors (logger ``flowrecord``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json
 import logging
@@ -119,23 +120,32 @@ def _forget_after_fork() -> None:
     # A forked task process must not close the parent's attempts.
     global _open_lock
     _open.clear()
-    _tagged_runs.clear()
+    _returned.clear()
+    _pull_return.clear()
+    _runs.clear()
     _open_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-_tagged_runs: set[tuple[str, str]] = set()
+_runs: dict[tuple[str, str], RunHandle] = {}
 
 
-def _first_time(ident: TaskIdentity) -> bool:
-    """Whether this process has not yet tagged the run of *ident* (tags once per process)."""
+def _run_of(ident: TaskIdentity, context: Mapping[str, Any]) -> RunHandle:
+    """The run of *ident*, opened once per process (every process opens the same run)."""
     key = (ident.dag_id, ident.run_id)
-    if key in _tagged_runs:
-        return False
-    _tagged_runs.add(key)
-    return True
+    run = _runs.get(key)
+    if run is None:
+        run = recorder.start_run(
+            ident.dag_id,
+            ident.run_id,
+            orchestrator=ORCHESTRATOR,
+            tags=_run_tags(context),
+            activate=False,
+        )
+        _runs[key] = run
+    return run
 
 
 def open_attempt(ident: TaskIdentity) -> TaskHandle | None:
@@ -163,13 +173,7 @@ def start_task(ti: Any) -> None:
             # A deferred task resuming in this process: same attempt, keep it.
             return
         context = _context_of(ti)
-        run = recorder.start_run(
-            ident.dag_id,
-            ident.run_id,
-            orchestrator=ORCHESTRATOR,
-            tags=_run_tags(context) if _first_time(ident) else None,
-            activate=True,
-        )
+        run = _run_of(ident, context)
         handle = recorder.start_task(
             ident.task_id,
             run=run,
@@ -184,6 +188,7 @@ def start_task(ti: Any) -> None:
         log.warning("flowrecord: could not open the record of task %s: %s", _label(ti), exc)
         return
     _record_inputs(ti, ident, context)
+    _guarded(_capture_return_value, ti, ident)
 
 
 def _context_of(ti: Any) -> Mapping[str, Any]:
@@ -267,6 +272,8 @@ def finish_task(ti: Any, hook_state: str, error: object = None) -> None:
     if state is State.SUCCEEDED:
         context = _context_of(ti)
         _record_outputs(ti, ident, context)
+    _returned.pop(ident.key, None)
+    _pull_return.discard(ident.key)
     try:
         recorder.end_task(handle, state=state, error=_error_of(error), flush=True)
     except Exception as exc:
@@ -345,7 +352,9 @@ def close_run(dag_run: Any, succeeded: bool, message: str | None = None) -> None
     """
     try:
         dag_id, run_id = str(dag_run.dag_id), str(dag_run.run_id)
-        run = recorder.start_run(dag_id, run_id, orchestrator=ORCHESTRATOR, activate=False)
+        run = _runs.pop((dag_id, run_id), None) or recorder.start_run(
+            dag_id, run_id, orchestrator=ORCHESTRATOR, activate=False
+        )
     except Exception as exc:
         log.warning("flowrecord: could not close the DAG run record: %s", exc)
         return
@@ -521,8 +530,7 @@ def _record_outputs(ti: Any, ident: TaskIdentity, context: Mapping[str, Any]) ->
         _guarded(_log_asset, asset, "output", extra)
     for (name, uri), extra in events.items():  # assets added through aliases
         _guarded(_log_asset, _AssetRef(name=name, uri=uri), "output", extra)
-    if _is_taskflow(task) and getattr(task, "do_xcom_push", True):
-        _guarded(_record_return_value, ti, ident)
+    _guarded(_record_return_value, ti, ident)
 
 
 @dataclass(frozen=True, slots=True)
@@ -591,9 +599,59 @@ def _local_path(uri: str | None) -> str | None:
     return path if os.path.exists(path) else None
 
 
+#: What each TaskFlow attempt of this process returned, until its end hook reads it.
+_returned: dict[tuple[str, str, str, int, int | None], Any] = {}
+#: Attempts whose return value can only be read back from XCom (see below).
+_pull_return: set[tuple[str, str, str, int, int | None]] = set()
+#: TaskFlow flavours whose function returns the task's value in another process or
+#: image; what they return is read back from XCom. Other flavours (branch, bash,
+#: sensor, short_circuit...) return control values, not data.
+_RETURN_IN_XCOM = {"@task.virtualenv", "@task.external_python", "@task.docker", "@task.kubernetes"}
+
+
+def _capture_return_value(ti: Any, ident: TaskIdentity) -> None:
+    """Arrange to see what a TaskFlow task returns, without a round trip to XCom.
+
+    For a plain ``@task`` function, the running copy of the operator (Airflow
+    makes one per execution) gets a pass-through wrapper of the function that
+    keeps a reference to its return value. Generator and coroutine functions,
+    whose runner inspects the function itself, and flavours that run the
+    function elsewhere are read back from XCom at the end instead.
+    """
+    task = ti.task
+    flavour = str(getattr(task, "custom_operator_name", "") or "")
+    if not getattr(task, "do_xcom_push", True):
+        return
+    if flavour in _RETURN_IN_XCOM:
+        _pull_return.add(ident.key)
+        return
+    if flavour != "@task":
+        return
+    fn = task.python_callable
+    if (
+        inspect.isgeneratorfunction(fn)
+        or inspect.iscoroutinefunction(fn)
+        or inspect.isasyncgenfunction(fn)
+    ):
+        _pull_return.add(ident.key)
+        return
+    key = ident.key
+
+    @functools.wraps(fn)
+    def recording_return_value(*args: Any, **kwargs: Any) -> Any:
+        result = fn(*args, **kwargs)
+        _returned[key] = result
+        return result
+
+    task.python_callable = recording_return_value
+
+
 def _record_return_value(ti: Any, ident: TaskIdentity) -> None:
-    map_index = -1 if ident.map_index is None else ident.map_index
-    value = ti.xcom_pull(task_ids=ident.task_id, key="return_value", map_indexes=map_index)
+    if ident.key in _pull_return:
+        map_index = -1 if ident.map_index is None else ident.map_index
+        value = ti.xcom_pull(task_ids=ident.task_id, key="return_value", map_indexes=map_index)
+    else:
+        value = _returned.pop(ident.key, None)
     if value is None:
         return
     name = dataset_name(ident.dag_id, ident.task_id)
