@@ -390,10 +390,16 @@ class LocalStore:
         values: list[Any] = []  # (series_id, event_id, value, step, ts) for every point, flat
         extend = values.extend
         odd = []
+        # Points of one series come in runs, sharing the very same strings: an
+        # identity test skips building the cache key for all but the first.
+        last_run = last_task = last_key = None
+        sid = 0
         for event_id, ts, run_id, task_id, key, value, step in points:
-            sid = cache.get((run_id, task_id, key))
-            if sid is None:
-                sid = self._series_id(conn, cache, run_id, task_id, key)
+            if key is not last_key or task_id is not last_task or run_id is not last_run:
+                found = cache.get((run_id, task_id, key))
+                if found is None:
+                    found = self._series_id(conn, cache, run_id, task_id, key)
+                sid, last_run, last_task, last_key = found, run_id, task_id, key
             if isfinite(value):
                 extend((sid, event_id, value, step, ts))
             else:  # SQLite turns NaN into NULL: keep the text so it reads back
