@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 
@@ -57,6 +58,24 @@ def test_versions_carry_lineage_and_aliases_move(mlflow_server, tmp_path):
             datasets=[],
             tags={},
         )
+        elsewhere = hook("flowrecord_registry_register_version")(
+            model="churn-elsewhere",
+            source_run_id=run.run_id,
+            source_task_id=task.task_id,
+            uri="/on/another/worker/model.pkl",
+            metrics={},
+            datasets=[],
+            tags={},
+        )
+        no_files = hook("flowrecord_registry_register_version")(
+            model="churn-elsewhere",
+            source_run_id=None,
+            source_task_id=None,
+            uri=None,
+            metrics={},
+            datasets=[],
+            tags={},
+        )
         moves = [
             hook("flowrecord_registry_set_alias")(
                 model="churn", alias="champion", version="1", reason="first model"
@@ -99,6 +118,10 @@ def test_versions_carry_lineage_and_aliases_move(mlflow_server, tmp_path):
     files = client.download_artifacts(child.info.run_id, "flowrecord/models/churn")
     assert (Path(files) / "weights.bin").read_bytes() == b"v1"
     assert v2["source"] == "s3://models/churn/2" and v2["mlflow_run_id"] is None
+    # Files not on this machine: the server refuses a bare local path, so name the host.
+    assert elsewhere["source"] == f"flowrecord://{socket.gethostname()}/on/another/worker/model.pkl"
+    assert elsewhere["uri"] == "/on/another/worker/model.pkl"
+    assert no_files["source"] == "flowrecord:///churn-elsewhere"
 
     assert [m["previous_version"] for m in moves] == [None, None, "1", None]
     assert champion == "2" and missing_alias is None and missing_model is None

@@ -25,12 +25,14 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote, urlparse
 
 from flowrecord.backends import _mlflow_mapping as mapping
 from flowrecord.events import MetricBatch, metric_point
@@ -943,6 +945,32 @@ class MlflowBackend:
                     return None
                 time.sleep(0.25)
 
+    def _model_source(self, model: str, uri: str | None, mlflow_run: str | None) -> str:
+        """The model version's source URI, uploading local model files when possible.
+
+        A tracking server accepts a local path only inside the source run's
+        artifacts, so local files are uploaded there and the version stands on its
+        own. A local path that cannot be uploaded (not on this machine, or no run)
+        becomes ``flowrecord://<host>/<path>``: honest about where the files are. A
+        version registered without files has source ``flowrecord:///<model>``.
+        """
+        if not uri:
+            return f"flowrecord:///{quote(model, safe='')}"
+        scheme = urlparse(uri).scheme
+        if scheme and scheme != "file" and len(scheme) > 1:
+            return uri  # s3://, gs://, runs:/, models:/ ...: MLflow knows what to do
+        local = Path(urlparse(uri).path if scheme == "file" else uri).expanduser().absolute()
+        if mlflow_run and local.exists():
+            folder = f"flowrecord/models/{mapping.mlflow_key(model)}"
+            if local.is_dir():
+                self.client.log_artifacts(mlflow_run, str(local), artifact_path=folder)
+                return f"runs:/{mlflow_run}/{folder}"
+            self.client.log_artifact(mlflow_run, str(local), artifact_path=folder)
+            return f"runs:/{mlflow_run}/{folder}/{local.name}"
+        # MLflow refuses a bare local path and file://<other host> alike: name the
+        # host and path in flowrecord's own scheme (the exact URI is also a tag).
+        return f"flowrecord://{socket.gethostname()}{local.as_posix()}"
+
     @hookimpl
     def flowrecord_registry_register_version(
         self,
@@ -963,18 +991,7 @@ class MlflowBackend:
             if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
                 raise
         mlflow_run = self._source_run(source_run_id, source_task_id)
-        source = uri or (f"runs:/{mlflow_run}/model" if mlflow_run else f"flowrecord://{model}")
-        if uri and mlflow_run and Path(uri).exists():
-            # A tracking server accepts a local path only inside the run's artifacts:
-            # upload the model files there, so the version is self-contained.
-            folder = f"flowrecord/models/{mapping.mlflow_key(model)}"
-            local = Path(uri)
-            if local.is_dir():
-                client.log_artifacts(mlflow_run, str(local), artifact_path=folder)
-                source = f"runs:/{mlflow_run}/{folder}"
-            else:
-                client.log_artifact(mlflow_run, str(local), artifact_path=folder)
-                source = f"runs:/{mlflow_run}/{folder}/{local.name}"
+        source = self._model_source(model, uri, mlflow_run)
         version_tags: dict[str, str] = {
             "flowrecord.metrics": json.dumps(dict(metrics), sort_keys=True),
             "flowrecord.datasets": json.dumps(
