@@ -153,7 +153,10 @@ def _is_permanent(exc: BaseException) -> bool:
     """True for an answer MLflow will give again (a 4xx): retrying cannot help."""
     from mlflow.exceptions import MlflowException
 
-    return isinstance(exc, MlflowException) and 400 <= exc.get_http_status_code() < 500
+    if not isinstance(exc, MlflowException):
+        return False
+    status: int = exc.get_http_status_code()  # type: ignore[no-untyped-call]
+    return 400 <= status < 500
 
 
 def _error_code(exc: BaseException) -> str | None:
@@ -163,6 +166,12 @@ def _error_code(exc: BaseException) -> str | None:
 def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _task_id(task: TaskEvent) -> str:
+    if task.task_id is None:  # a task event always names its task; say so if one does not
+        raise ValueError(f"task event {task.event_id} has no task_id")
+    return task.task_id
 
 
 def _json_text(value: Any) -> str:
@@ -252,8 +261,10 @@ class MlflowBackend:
 
     # ------------------------------------------------------------------ sending
 
-    def _apply(self, units: Sequence[str], what: str, call: Callable[[], Any]) -> bool:
-        """Run *call*, then mark *units* applied; skip units already applied.
+    def _apply(
+        self, units: Sequence[str], what: str, call: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> bool:
+        """Run ``call(*args, **kwargs)``, then mark *units* applied; skip units already applied.
 
         A permanent refusal is logged and the units marked, so they are not
         retried forever; anything else propagates (the batch is spooled).
@@ -261,7 +272,7 @@ class MlflowBackend:
         if units and len(self.ledger.applied(units)) == len(units):
             return False
         try:
-            call()
+            call(*args, **kwargs)
         except Exception as exc:
             if not _is_permanent(exc):
                 raise
@@ -348,7 +359,7 @@ class MlflowBackend:
         if not experiment_ids:
             return None
         id_tag = RUN_TAG if kind == "run" else TASK_TAG
-        found = []
+        found: list[Any] = []
         for chunk in _chunks(list(experiment_ids), 100):
             found.extend(
                 self.client.search_runs(
@@ -567,7 +578,9 @@ class MlflowBackend:
                 self._apply(
                     [],
                     f"tags of run {run.run_id}",
-                    lambda mlflow_run=mlflow_run, run=run: self._set_tags(mlflow_run, run.tags),
+                    self._set_tags,
+                    mlflow_run,
+                    run.tags,
                 )
 
     @hookimpl
@@ -595,7 +608,7 @@ class MlflowBackend:
     def flowrecord_task_started(self, tasks: Sequence[TaskEvent]) -> None:
         for task in tasks:
             try:
-                self._child(task.task_id, task.run_id, identity=task, create=True)
+                self._child(_task_id(task), task.run_id, identity=task, create=True)
             except RunNotKnownYet as exc:
                 if not self._orphaned(task.ts, f"the start of task {task.name}", exc):
                     raise
@@ -604,7 +617,7 @@ class MlflowBackend:
     def flowrecord_task_finished(self, tasks: Sequence[TaskEvent]) -> None:
         for task in tasks:
             try:
-                mlflow_run = self._child(task.task_id, task.run_id, identity=task, create=True)
+                mlflow_run = self._child(_task_id(task), task.run_id, identity=task, create=True)
             except RunNotKnownYet as exc:
                 if self._orphaned(task.ts, f"the end of task {task.name}", exc):
                     continue
@@ -675,7 +688,9 @@ class MlflowBackend:
                 self._apply(
                     [p[0] for p in chunk],
                     f"{len(batch)} metric points",
-                    lambda target=target, batch=batch: self.client.log_batch(target, metrics=batch),
+                    self.client.log_batch,
+                    target,
+                    metrics=batch,
                 )
 
     @hookimpl
@@ -693,7 +708,9 @@ class MlflowBackend:
                 self._apply(
                     units,
                     f"{len(chunk)} params",
-                    lambda target=target, chunk=chunk: self._log_params(target, chunk),
+                    self._log_params,
+                    target,
+                    chunk,
                 )
 
     def _log_params(self, mlflow_run: str, items: Sequence[tuple[str, ParamEvent]]) -> None:
@@ -730,7 +747,9 @@ class MlflowBackend:
             self._apply(
                 [t.event_id for t in group],
                 f"{len(merged)} tags",
-                lambda target=target, merged=merged: self._set_tags(target, merged),
+                self._set_tags,
+                target,
+                merged,
             )
 
     # ------------------------------------------------------------------ datasets, validation
@@ -746,9 +765,9 @@ class MlflowBackend:
                 self._apply(
                     [event.event_id],
                     f"dataset {event.name!r}",
-                    lambda target=target, event=event: self.client.log_inputs(
-                        target, datasets=[mapping.dataset_input(event)]
-                    ),
+                    self.client.log_inputs,
+                    target,
+                    datasets=[mapping.dataset_input(event)],
                 )
 
     @hookimpl
@@ -798,9 +817,9 @@ class MlflowBackend:
                     self._apply(
                         [f"{event.event_id}#{n}"],
                         f"{len(batch)} system metric points",
-                        lambda target=target, batch=batch: self.client.log_batch(
-                            target, metrics=batch
-                        ),
+                        self.client.log_batch,
+                        target,
+                        metrics=batch,
                     )
 
     @hookimpl
@@ -817,7 +836,9 @@ class MlflowBackend:
                 self._apply(
                     [event.event_id],
                     "the code snapshot",
-                    lambda target=target, event=event: self._log_code(target, event),
+                    self._log_code,
+                    target,
+                    event,
                 )
 
     def _log_code(self, mlflow_run: str, code: CodeSnapshotEvent) -> None:
@@ -857,7 +878,9 @@ class MlflowBackend:
                 self._apply(
                     [event.event_id],
                     f"artifact {event.name!r}",
-                    lambda target=target, event=event: self._log_artifact(target, event),
+                    self._log_artifact,
+                    target,
+                    event,
                 )
 
     def _log_artifact(self, mlflow_run: str, artifact: ArtifactEvent) -> None:
@@ -1099,7 +1122,7 @@ class MlflowBackend:
     @hookimpl
     def flowrecord_registry_list_models(self) -> Sequence[Mapping[str, Any]] | None:
         client = self.client
-        models = []
+        models: list[Any] = []
         token = None
         while True:
             page = client.search_registered_models(max_results=1000, page_token=token)
@@ -1113,11 +1136,11 @@ class MlflowBackend:
             token = None
             quoted = rm.name.replace("'", "\\'")
             while True:
-                page = client.search_model_versions(
+                versions_page = client.search_model_versions(
                     f"name = '{quoted}'", max_results=1000, page_token=token
                 )
-                versions.extend(str(v.version) for v in page)
-                token = page.token
+                versions.extend(str(v.version) for v in versions_page)
+                token = versions_page.token
                 if not token:
                     break
             out.append(

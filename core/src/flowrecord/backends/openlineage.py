@@ -159,6 +159,12 @@ def _finite(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def _task_id(task: TaskEvent) -> str:
+    if task.task_id is None:  # a task event always names its task; say so if one does not
+        raise ValueError(f"task event {task.event_id} has no task_id")
+    return task.task_id
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -716,45 +722,47 @@ class OpenLineageBackend:
     def flowrecord_task_started(self, tasks: Sequence[TaskEvent]) -> None:
         self._recover()
         for task in tasks:
+            task_id = _task_id(task)
             self.state.execute(
                 "INSERT OR IGNORE INTO tasks (task_id, run_id, name) VALUES (?, ?, ?)",
-                (task.task_id, task.run_id, task.name),
+                (task_id, task.run_id, task.name),
             )
-            key = f"start:{task.task_id}"
+            key = f"start:{task_id}"
             if self.state.emitted(key):
                 continue
-            job, facets = self._task_job_and_facets(task.task_id, task.ts)
-            self._emit("START", task.started_at or task.ts, task.task_id, job, run_facets=facets)
+            job, facets = self._task_job_and_facets(task_id, task.ts)
+            self._emit("START", task.started_at or task.ts, task_id, job, run_facets=facets)
             self.state.mark([key])
 
     @hookimpl
     def flowrecord_task_finished(self, tasks: Sequence[TaskEvent]) -> None:
         for task in tasks:
+            task_id = _task_id(task)
             self.state.execute(
                 "INSERT OR IGNORE INTO tasks (task_id, run_id, name) VALUES (?, ?, ?)",
-                (task.task_id, task.run_id, task.name),
+                (task_id, task.run_id, task.name),
             )
-            key = f"end:{task.task_id}"
+            key = f"end:{task_id}"
             if self.state.emitted(key):
                 continue
-            if not self.state.emitted(f"start:{task.task_id}"):
+            if not self.state.emitted(f"start:{task_id}"):
                 self.flowrecord_task_started([task])  # OpenLineage wants a START first
-            job, facets = self._task_job_and_facets(task.task_id, task.ts)
+            job, facets = self._task_job_and_facets(task_id, task.ts)
             facets.update(self._error_facets(task.state.value, task.error))
-            held = self._held(task.task_id)
+            held = self._held(task_id)
             inputs, outputs = self._datasets(held.values())
             self._emit(
                 self._terminal(task.state.value),
                 task.ts,
-                task.task_id,
+                task_id,
                 job,
                 run_facets=facets,
                 inputs=inputs,
                 outputs=outputs,
             )
             self.state.mark([key])
-            self.state.execute("UPDATE tasks SET finished = 1 WHERE task_id = ?", (task.task_id,))
-            self._release(task.task_id, held)
+            self.state.execute("UPDATE tasks SET finished = 1 WHERE task_id = ?", (task_id,))
+            self._release(task_id, held)
 
     # ------------------------------------------------------------------ dataset hooks
 
