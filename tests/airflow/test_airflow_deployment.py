@@ -217,7 +217,7 @@ def deployment(
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__CELERY__BROKER_URL": "redis://127.0.0.1:6379/0",
-            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + f"{postgres_server}/{name}",
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{db_url}",
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
             "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",

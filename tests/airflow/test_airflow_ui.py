@@ -55,9 +55,11 @@ def _api_app(monkeypatch, all_admins: bool):
 
 @pytest.mark.integration
 @pytest.mark.e2e
-def test_record_pages_in_the_api_server(run_dag, monkeypatch):
+def test_record_pages_in_the_api_server(run_dag, record, monkeypatch):
     """Airflow's own app factory mounts the pages; they show what the DAG run recorded."""
     from urllib.parse import quote
+
+    import flowrecord
 
     dag_run = run_dag("fr_basic")
     client = _api_app(monkeypatch, all_admins=True)
@@ -71,14 +73,14 @@ def test_record_pages_in_the_api_server(run_dag, monkeypatch):
     assert re.search(r"xxh3:[0-9a-f]{32}", html)
     assert "System usage" in html and "succeeded" in html
 
-    record = client.get(f"{run_path}/tasks/train", params={"format": "json"}).json()
-    assert record["attempt"]["state"] == "succeeded"
-    assert {m["key"]: m["value"] for m in record["metrics"]} == {
+    as_json = client.get(f"{run_path}/tasks/train", params={"format": "json"}).json()
+    assert as_json["attempt"]["state"] == "succeeded"
+    assert {m["key"]: m["value"] for m in as_json["metrics"]} == {
         "auc": 0.91,
         "epochs": 3.0,
         "rows": 2.0,
     }
-    assert record["system_usage"]
+    assert as_json["system_usage"]
 
     run_page = client.get(run_path)
     assert run_page.status_code == 200
@@ -94,6 +96,20 @@ def test_record_pages_in_the_api_server(run_dag, monkeypatch):
     plugins = client.get("/api/v2/plugins").json()["plugins"]
     ours = next(p for p in plugins if p["name"] == "flowrecord")
     assert "flowrecord_airflow.listener.FlowrecordListener" in ours["listeners"]
+
+    # A state set by hand in the API is the attempt's outcome, recorded by the API server.
+    patched = client.patch(
+        f"/api/v2/dags/fr_basic/dagRuns/{quote(dag_run.run_id, safe='')}"
+        "/taskInstances/classic_python",
+        json={"new_state": "failed"},
+    )
+    assert patched.status_code == 200, patched.text
+    assert flowrecord.flush(10)
+    run = record.run("fr_basic", dag_run.run_id)
+    classic = record.tasks(run)[("classic_python", None, 1)]
+    assert classic["state"] == "failed"
+    assert "manually set" in classic["error"]
+    assert classic["duration_s"] >= 0
 
 
 @pytest.mark.integration
