@@ -398,6 +398,13 @@ class _Worker:
         if self.callers is None or time.monotonic() < self.retry_at:
             self._spool(batch)
             return
+        if self.error is not None:
+            # Back from a failure: what was spooled is older than this batch and may
+            # hold what it refers to (a run's start), so replay it first.
+            self._replay()
+            if time.monotonic() < self.retry_at:  # the replay failed again
+                self._spool(batch)
+                return
         try:
             send_batch(self.callers, batch)
         except Exception as exc:
@@ -413,9 +420,7 @@ class _Worker:
             self._spool(batch)
         else:
             self.delivered += len(batch)
-            if self.error is not None:
-                self.error = None
-                self._replay()
+            self.error = None
 
     def _spool(self, batch: Sequence[Event]) -> None:
         if not self.spool:  # an in-process listener: nothing could replay into it later
