@@ -30,6 +30,7 @@ def test_listener_hooks_swallow_any_task_instance(task_instance, flowrecord_home
     assert listener.on_task_instance_skipped(None, task_instance) is None
     assert listener.on_dag_run_success(task_instance, "success") is None
     assert listener.on_dag_run_failed(task_instance, "task_failure") is None
+    assert listener.before_stopping(task_instance) is None
 
 
 @pytest.mark.integration

@@ -42,6 +42,7 @@ __all__ = [
     "close_run",
     "dataset_name",
     "finish_task",
+    "flush_before_stop",
     "identity_of",
     "start_task",
 ]
@@ -336,6 +337,19 @@ def _backdate(handle: TaskHandle, start_date: Any) -> None:
     elapsed = max(0.0, time.time() - started)
     handle.started_at = started
     handle._t0 = time.perf_counter() - elapsed
+
+
+def flush_before_stop(component: str) -> None:
+    """Flush (bounded by FLOWRECORD_FLUSH_TIMEOUT) before an Airflow component exits.
+
+    A task process has flushed at its attempt's end already, unless an attempt
+    is still open: a deferred task leaves its process without an end hook.
+    """
+    with _open_lock:
+        still_open = bool(_open)
+    if component == "TaskRunnerMarker" and not still_open:
+        return
+    recorder.flush()
 
 
 # ---------------------------------------------------------------------------

@@ -6,7 +6,8 @@ the DAG run changes state (the scheduler, or the ``dag.test()`` loop). So the
 first task of a DAG run opens the run record — ids are deterministic, every
 process opens the same run — and the DAG-run hooks close it. Each hook hands
 its arguments to :mod:`flowrecord_airflow.adapter` and swallows every error:
-recording never fails or changes a task.
+recording never fails or changes a task. Before a component stops (a task
+process, the scheduler) what it recorded is flushed, bounded in time.
 
 ``FLOWRECORD_DISABLED=1`` turns every hook into a no-op before any work.
 """
@@ -70,6 +71,18 @@ class FlowrecordListener:
     def on_dag_run_failed(self, dag_run: Any, msg: str) -> None:
         """Close the run as failed; record the tasks that never started."""
         self._close(dag_run, False, msg)
+
+    @hookimpl
+    def before_stopping(self, component: Any) -> None:
+        """Deliver what this process recorded before the Airflow component exits (bounded)."""
+        if _disabled():
+            return
+        try:
+            from flowrecord_airflow import adapter
+
+            adapter.flush_before_stop(type(component).__name__)
+        except Exception as exc:
+            log.warning("flowrecord: flushing before %s stops failed: %s", component, exc)
 
     @staticmethod
     def _finish(task_instance: Any, hook_state: str, error: object) -> None:
