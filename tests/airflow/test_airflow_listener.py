@@ -22,14 +22,13 @@ def test_plugin_is_registered_through_the_entry_point(airflow_db):
     """Airflow loads FlowrecordPlugin from the airflow.plugins entry point, with its listener."""
     from airflow import plugins_manager
 
-    from flowrecord_airflow.listener import listener
-
-    plugins, errors = plugins_manager._get_plugins()
-    assert not errors
-    ours = [p for p in plugins if p.name == "flowrecord"]
+    assert plugins_manager.get_import_errors() == {}
+    info = plugins_manager.get_plugin_info(attrs_to_dump=["listeners", "source"])
+    ours = [p for p in info if p["name"] == "flowrecord"]
     assert len(ours) == 1
-    assert listener in ours[0].listeners
-    assert "flowrecord_airflow" in str(ours[0].source)
+    assert ours[0]["listeners"] == ["flowrecord_airflow.listener.FlowrecordListener"]
+    assert "flowrecord-airflow==" in str(ours[0]["source"])
+    assert "flowrecord_airflow.plugin:FlowrecordPlugin" in str(ours[0]["source"])
 
 
 def test_basic_dag_records_run_tasks_datasets_params_metrics(run_dag, record, data_dir):

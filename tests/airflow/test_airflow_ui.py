@@ -39,8 +39,12 @@ def test_plugin_exposes_link_app_and_views(airflow_db):
     assert [type(link) for link in links if link.name == "flowrecord"] == [FlowrecordLink]
     apps, _ = plugins_manager.get_fastapi_plugins()
     assert [a["url_prefix"] for a in apps if a["name"] == "flowrecord"] == ["/flowrecord"]
-    views, _ = plugins_manager._get_ui_plugins()
-    ours = {v["destination"]: v for v in views if v["name"] == "flowrecord"}
+    [info] = [
+        p
+        for p in plugins_manager.get_plugin_info(attrs_to_dump=["external_views"])
+        if p["name"] == "flowrecord"
+    ]
+    ours = {v["destination"]: v for v in info["external_views"]}
     assert set(ours) == {"task_instance", "dag_run", "nav"}
     assert ours["task_instance"]["href"].startswith("flowrecord/dags/{DAG_ID}/runs/{RUN_ID}")
 
