@@ -122,3 +122,44 @@ def test_record_pages_require_airflow_auth(airflow_db, monkeypatch):
     client = _api_app(monkeypatch, all_admins=False)
     assert client.get("/flowrecord/").status_code == 401
     assert client.get("/flowrecord/dags/d/runs/r/tasks/t").status_code == 401
+
+
+@pytest.mark.unit
+def test_task_page_escapes_values_and_names_the_mlflow_run(monkeypatch):
+    """Recorded values are HTML-escaped; with MLflow active the page gives its search filter."""
+    from flowrecord.config import reset_config
+    from flowrecord_airflow.views import render_task
+
+    monkeypatch.setenv("FLOWRECORD_BACKENDS", "local,mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    reset_config()
+    attempt = {
+        "task_id": "3f1c0000-0000-5000-8000-000000000001",
+        "try_number": 1,
+        "state": "failed",
+        "started_at": 0.0,
+        "duration_s": 1.5,
+        "error": "<script>alert(1)</script>",
+        "host": "h",
+        "pid": 1,
+    }
+    record = {
+        "attempt": attempt,
+        "attempts": [attempt],
+        "params": [{"key": "q", "value": "<b>x</b>"}],
+        "metrics": [],
+        "datasets": [],
+        "validations": [],
+        "system_usage": {"cpu_percent_peak": 12.5},
+        "tags": [],
+    }
+    try:
+        page = render_task(record, "d<1>", "r", "t")
+    finally:
+        reset_config()
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "<b>x</b>" not in page
+    assert "d&lt;1&gt;" in page
+    assert "tags.\"flowrecord.task_id\" = '3f1c0000-0000-5000-8000-000000000001'" in page
+    assert 'href="http://mlflow.example:5000"' in page
+    assert "cpu_percent_peak" in page

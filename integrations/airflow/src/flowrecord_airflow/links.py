@@ -2,9 +2,9 @@
 
 A global operator extra link (registered by the plugin for all operators) that
 opens the task's record on the plugin's page, served by the Airflow API server
-under :data:`URL_PREFIX`. The page shows, besides the record, where the same
-task lives in MLflow when the MLflow backend is active: flowrecord does not
-know MLflow's run ids in the API server, so it does not pretend to link one.
+under :data:`URL_PREFIX`. When the MLflow backend is active the page also says
+how to find the same attempt in MLflow: the API server does not know MLflow's
+run ids, so the link does not pretend to point at one.
 """
 
 from __future__ import annotations

@@ -215,20 +215,30 @@ def _task_href(
 
 
 def _mlflow_note(task_id: str) -> str:
-    from flowrecord.config import load_config
+    """Where the same attempt is in MLflow, when the MLflow backend is active.
 
-    config = load_config()
-    if "mlflow" not in config.backends:
-        return ""
+    The MLflow backend finds its runs by the tag ``flowrecord.task_id``; the
+    API server does not ask MLflow for the run's id, so the page gives the
+    search filter that finds it rather than a link that might be wrong.
+    """
     import os
 
+    from flowrecord.config import load_config
+
+    if "mlflow" not in load_config().backends:
+        return ""
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if not uri:
         return ""
     where = (
-        f'<a href="{_e(uri)}" target="_blank">{_e(uri)}</a>' if uri.startswith("http") else _e(uri)
+        f'<a href="{_e(uri)}" target="_blank" rel="noopener">{_e(uri)}</a>'
+        if uri.startswith(("http://", "https://"))
+        else _e(uri)
     )
-    return f"<p>Also recorded in MLflow at {where}: run <code>flowrecord-{_e(task_id)}</code>.</p>"
+    return (
+        f"<p>Also in MLflow at {where}: search the runs with "
+        f"<code>tags.\"flowrecord.task_id\" = '{_e(task_id)}'</code>.</p>"
+    )
 
 
 def render_index(store: Any, prefix: str = URL_PREFIX) -> str:
