@@ -153,12 +153,9 @@ class RunRecorder:
 
     def step_started(self, step_key: str, *, restarted: bool = False) -> StepRecord:
         node = self.catalog.node_for_step(step_key)
-        attributes: dict[str, Any] = {
-            "dagster_run_id": self.run_id,
-            "job": self.job,
-            "step_key": step_key,
-            "kind": node.kind if node else "op",
-        }
+        # The Dagster run id and the job are the run's key and pipeline already.
+        # ("step", not "step_key": the redaction of secrets takes "step_key" for one.)
+        attributes: dict[str, Any] = {"step": step_key, "kind": node.kind if node else "op"}
         if node is not None and node.keys:
             # Attributes are recorded as text: one comma-separated list.
             attributes["asset_keys"] = ",".join(key_name(k) for k in node.keys)
@@ -211,8 +208,7 @@ class RunRecorder:
         task = recorder.start_task(
             self.catalog.task_name(step_key),
             run=self.handle,
-            attributes={"dagster_run_id": self.run_id, "job": self.job, "step_key": step_key}
-            | ({"kind": node.kind} if node else {"kind": "op"}),
+            attributes={"step": step_key, "kind": node.kind if node else "op"},
             sample_system=False,
             activate=False,
         )
@@ -223,7 +219,6 @@ class RunRecorder:
             record = self.steps.pop(step_key)
             recorder.end_task(record.task, state=State.FAILED, error=f"run ended: {kind}")
         recorder.end_run(self.handle, state=state, error=None if state is State.SUCCEEDED else kind)
-        recorder.flush()
         with _lock:
             _recorders.pop((id(self.instance), self.run_id), None)
 

@@ -243,15 +243,21 @@ def is_io_manager(value: object) -> bool:
     )
 
 
-def recording_io_manager(catalog: Catalog, inner_key: str) -> dg.IOManagerDefinition:
-    """An IO manager recording around the one kept under *inner_key*."""
+def recording_io_manager(
+    catalog: Catalog, inner_key: str, recorder_key: str
+) -> dg.IOManagerDefinition:
+    """An IO manager recording around the one kept under *inner_key*.
+
+    It requires the recording resource (*recorder_key*) too, so that every step
+    using it, in whatever process, has the run recorder attached.
+    """
 
     def _create(init_context: dg.InitResourceContext) -> RecordingIOManager:
         return RecordingIOManager(getattr(init_context.resources, inner_key), catalog)
 
     return dg.IOManagerDefinition(
         resource_fn=_create,
-        required_resource_keys={inner_key},
+        required_resource_keys={inner_key, recorder_key},
         description=f"flowrecord: records what the IO manager '{inner_key}' stores and loads.",
     )
 
@@ -263,7 +269,7 @@ def _job_default_io_manager() -> dg.IOManagerDefinition:
     return probe.resource_defs["io_manager"]
 
 
-def default_recording_io_manager(catalog: Catalog) -> dg.IOManagerDefinition:
+def default_recording_io_manager(catalog: Catalog, recorder_key: str) -> dg.IOManagerDefinition:
     """An IO manager recording around the one Dagster would have used by default."""
     job_default = _job_default_io_manager()
 
@@ -275,5 +281,6 @@ def default_recording_io_manager(catalog: Catalog) -> dg.IOManagerDefinition:
 
     return dg.IOManagerDefinition(
         resource_fn=_create,
+        required_resource_keys={recorder_key},
         description="flowrecord: records what Dagster's default IO manager stores and loads.",
     )

@@ -5,13 +5,16 @@ did not write (hooks run after it; the compute function of an asset is not
 public API). So :func:`instrument` installs, with public API only, the pieces
 that together see everything:
 
-- a ``flowrecord`` resource, required by a hook on every asset, check and op
-  job, so that each process executing steps initialises it; on init it
-  attaches the run recorder (:mod:`flowrecord_dagster._adapter`) that opens and
-  closes a task per step as Dagster logs the step's start and end, and on
-  teardown it flushes (a step process of the multiprocess executor ends there);
-- the hook itself (``AssetsDefinition.with_hooks``, ``JobDefinition.with_hooks``),
-  which records a step after the fact should the recorder be unable to listen;
+- a ``flowrecord`` resource that every step process initialises, because the
+  recording IO managers require it (and, for steps without such an output, the
+  hook below does); on init it attaches the run recorder
+  (:mod:`flowrecord_dagster._adapter`) that opens and closes a task per step as
+  Dagster logs the step's start and end, and on teardown it flushes (a step
+  process of the multiprocess executor ends there);
+- a hook (``AssetsDefinition.with_hooks``, ``JobDefinition.with_hooks``) on
+  checks, op jobs and assets whose outputs bypass the recording IO managers,
+  requiring that resource; it also records a step after the fact should the
+  recorder be unable to listen (then it goes on every step);
 - recording IO managers around the user's (:mod:`flowrecord_dagster._io`):
   datasets, fingerprints, validation, materialization metadata;
 - a ``flowrecord_schema`` asset check per asset with a schema
@@ -25,6 +28,7 @@ Everything else in the ``Definitions`` is passed through unchanged.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -117,16 +121,21 @@ def instrument(defs: dg.Definitions, *, validation_policy: str | None = None) ->
 
     jobs, replaced = _hooked_jobs(defs.jobs or (), hook)
     resources[RESOURCE_KEY] = _recorder_resource(catalog)
-    for key in [k for k, v in resources.items() if is_io_manager(v)]:
+    wrapped = [k for k, v in resources.items() if is_io_manager(v)]
+    for key in wrapped:
         inner_key = f"{INNER_PREFIX}{key}"
         resources[inner_key] = resources[key]
-        resources[key] = recording_io_manager(catalog, inner_key)
+        resources[key] = recording_io_manager(catalog, inner_key, RESOURCE_KEY)
     if "io_manager" not in resources:
-        resources["io_manager"] = default_recording_io_manager(catalog)
+        resources["io_manager"] = default_recording_io_manager(catalog, RESOURCE_KEY)
+        wrapped.append("io_manager")
+    # Where the event listener is available, the hook is only needed on steps that
+    # use none of the recording IO managers (which require the recording resource).
+    every_step = not _listener_available()
 
     return dg.Definitions(
-        assets=[_hooked(a, hook) for a in user_assets],
-        asset_checks=[_hooked(c, hook) for c in [*user_checks, *added_checks]],
+        assets=[_hooked(a, hook, wrapped, every_step) for a in user_assets],
+        asset_checks=[_hooked(c, hook, wrapped, every_step) for c in [*user_checks, *added_checks]],
         schedules=[_retargeted_schedule(s, replaced) for s in defs.schedules or ()],
         sensors=[_retargeted_sensor(s, replaced) for s in defs.sensors or ()],
         jobs=jobs,
@@ -197,8 +206,11 @@ def _recorder_resource(catalog: Catalog) -> dg.ResourceDefinition:
         try:
             yield None
         finally:
-            # A step process of the multiprocess executor ends right after this.
-            recorder.flush()
+            # A step process of the multiprocess executor ends right after this, with
+            # os._exit (no atexit flush): its events must be out first. Elsewhere the
+            # dispatcher writes in the background and flushes at exit.
+            if multiprocessing.parent_process() is not None:
+                recorder.flush()
 
     return dg.ResourceDefinition(
         resource_fn=_recording,
@@ -229,10 +241,29 @@ def _recording_hook(catalog: Catalog) -> dg.HookDefinition:
 # ---------------------------------------------------------------------------
 
 
-def _hooked(item: Any, hook: dg.HookDefinition) -> Any:
-    if isinstance(item, dg.AssetsDefinition) and item.is_executable:
-        return item.with_hooks({hook})
-    return item
+def _listener_available() -> bool:
+    return callable(getattr(dg.DagsterInstance, "add_event_listener", None))
+
+
+def _hooked(item: Any, hook: dg.HookDefinition, wrapped: Sequence[str], every_step: bool) -> Any:
+    """*item* with the hook, unless its step initialises the recording resource anyway.
+
+    A hook costs each step a context and an event; an asset op whose outputs go
+    through a recording IO manager gets the resource that way (Dagster initialises
+    an output's IO manager, and its resources, even when the body returns a
+    ``MaterializeResult``).
+    """
+    if not isinstance(item, dg.AssetsDefinition) or not item.is_executable:
+        return item
+    node = item.node_def
+    uses_recording_io = (
+        not isinstance(item, dg.AssetChecksDefinition)
+        and isinstance(node, dg.OpDefinition)
+        and any(out.io_manager_key in wrapped for out in node.outs.values())
+    )
+    if uses_recording_io and not every_step:
+        return item
+    return item.with_hooks({hook})
 
 
 def _hooked_jobs(jobs: Sequence[Any], hook: dg.HookDefinition) -> tuple[list[Any], dict[int, Any]]:

@@ -1,0 +1,138 @@
+"""What flowrecord costs a Dagster run: 50 trivial assets, materialised with and without it.
+
+All variants materialise the same 50 independent assets in process, with the
+same IO manager (in memory, so storage does not blur the comparison) and the
+console logger at WARNING, on a fresh ephemeral instance each time. The
+instrumented runs record into a temporary ``FLOWRECORD_HOME`` with the default
+settings, and once more with system sampling off, to show what the per-task
+sampler costs. The variants alternate over several rounds after a warm-up and
+the medians are compared, so the machine's noise hits all alike. Wall time is
+what a user waits; process CPU time (every thread, the recorder's background
+writer and sampler included) is steadier on a shared machine.
+
+Trivial assets are the worst case: a step that does nothing makes Dagster's
+own work per step (~20 ms) the whole run, and flowrecord's fixed cost per task
+shows at its largest.
+
+Run: ``uv run --no-sync python benchmarks/bench_dagster.py [--assets 50] [--rounds 7] [--work-ms 0]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# Dagster prints every event to the console at DEBUG; no variant should pay for that.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def _assets(count: int, work_ms: float = 0.0) -> list:
+    import dagster as dg
+
+    def make(i: int) -> dg.AssetsDefinition:
+        @dg.asset(name=f"trivial_{i:03d}")
+        def _trivial() -> int:
+            # --work-ms: the CPU work of a real step (0: the trivial worst case).
+            end = time.process_time() + work_ms / 1000
+            while time.process_time() < end:
+                pass
+            return i
+
+        return _trivial
+
+    return [make(i) for i in range(count)]
+
+
+def _run(assets: list, resources: dict) -> tuple[float, float]:
+    """Wall and process CPU seconds of one materialisation."""
+    import dagster as dg
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = dg.materialize(
+        assets, resources=resources, instance=dg.DagsterInstance.ephemeral(), run_config=QUIET
+    )
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    if not result.success:
+        raise SystemExit("a benchmark run failed")
+    return wall, cpu
+
+
+def _sampling(on: bool) -> Callable[[], None]:
+    def switch() -> None:
+        from flowrecord import recorder
+        from flowrecord.config import reset_config
+
+        if os.environ.get("FLOWRECORD_SYSTEM_SAMPLING") != ("1" if on else "0"):
+            recorder.shutdown()  # the next call starts a runtime with the new setting
+            os.environ["FLOWRECORD_SYSTEM_SAMPLING"] = "1" if on else "0"
+            reset_config()
+
+    return switch
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--assets", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--work-ms", type=float, default=0.0, help="CPU work per asset")
+    args = parser.parse_args(argv)
+
+    home = Path(tempfile.mkdtemp(prefix="fr-bench-dagster-"))
+    os.environ["FLOWRECORD_HOME"] = str(home)
+
+    import dagster as dg
+
+    import flowrecord
+    import flowrecord_dagster
+
+    plain = dg.Definitions(
+        assets=_assets(args.assets, args.work_ms), resources={"io_manager": dg.mem_io_manager}
+    )
+    recorded = flowrecord_dagster.instrument(plain)
+    with_fr = ([*recorded.assets, *recorded.asset_checks], dict(recorded.resources))
+    variants: dict[str, tuple[Callable[[], None], list, dict]] = {
+        "without flowrecord": (lambda: None, list(plain.assets), dict(plain.resources)),
+        "with flowrecord": (_sampling(True), *with_fr),
+        "  ... sampling off": (_sampling(False), *with_fr),
+    }
+    for prepare, assets, resources in variants.values():  # warm-up: imports, store
+        prepare()
+        _run(assets, resources)
+    walls: dict[str, list[float]] = {name: [] for name in variants}
+    cpus: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.rounds):
+        for name, (prepare, assets, resources) in variants.items():
+            prepare()
+            wall, cpu = _run(assets, resources)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+    flowrecord.shutdown()
+
+    base_wall = statistics.median(walls["without flowrecord"])
+    base_cpu = statistics.median(cpus["without flowrecord"])
+    kind = "trivial" if not args.work_ms else f"{args.work_ms:g} ms CPU"
+    print(
+        f"Dagster materialize, {args.assets} {kind} assets, in process, "
+        f"median of {args.rounds} rounds"
+    )
+    print(f"  {'':<20} {'wall s':>8} {'ratio':>7} {'ms/asset':>9}   {'cpu s':>7} {'ratio':>7}")
+    for name in variants:
+        wall, cpu = statistics.median(walls[name]), statistics.median(cpus[name])
+        per_asset = (wall - base_wall) * 1000 / args.assets
+        print(
+            f"  {name:<20} {wall:8.3f} {wall / base_wall:7.3f} {per_asset:9.2f}"
+            f"   {cpu:7.3f} {cpu / base_cpu:7.3f}"
+        )
+    overhead = statistics.median(walls["with flowrecord"]) / base_wall - 1
+    print(f"  flowrecord overhead: {overhead * 100:+.1f}% of wall time (goal: < 2%)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
