@@ -115,6 +115,8 @@ def dataset_name(dag_id: str, task_id: str, key: str | None = None) -> str:
 
 _open: dict[tuple[str, str, str, int, int | None], TaskHandle] = {}
 _open_lock = threading.Lock()
+#: The runs this process opened, so that its later tasks do not open them again.
+_runs: dict[tuple[str, str], RunHandle] = {}
 
 
 def _forget_after_fork() -> None:
@@ -128,9 +130,6 @@ def _forget_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
-
-
-_runs: dict[tuple[str, str], RunHandle] = {}
 
 
 def _run_of(ident: TaskIdentity, context: Mapping[str, Any]) -> RunHandle:
