@@ -235,3 +235,13 @@ def test_without_an_event_listener_steps_are_recorded_after_the_fact(
         ("squares", "numbers", "input"),
         ("squares", "squares", "output"),
     }
+
+
+@pytest.mark.integration
+def test_materialize_keeps_storing_to_the_filesystem(flowrecord_home):
+    """As without flowrecord, a later materialize on the same instance loads what an earlier stored."""
+    defs = flowrecord_dagster.instrument(dg.Definitions(assets=[numbers, squares]))
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize(defs, instance=instance, selection=["numbers"]).success
+    result = materialize(defs, instance=instance, selection=["squares"])
+    assert result.success and result.output_for_node("squares") == [1, 4, 9]

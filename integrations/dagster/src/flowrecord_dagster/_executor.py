@@ -50,6 +50,8 @@ class RecordingExecutor(dg.Executor):
         return self._inner.step_dependency_config
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
         return getattr(self._inner, name)
 
 

@@ -18,8 +18,8 @@ Two ways to wrap, both public Dagster API:
   untouched);
 - when the user gave none, the recording manager builds Dagster's default
   itself with ``build_resources``: the job default (filesystem, or whatever
-  ``DAGSTER_DEFAULT_IO_MANAGER_*`` names), or the in-memory manager on an
-  ephemeral instance, as ``execute_in_process`` would have used.
+  ``DAGSTER_DEFAULT_IO_MANAGER_*`` names), or the in-memory manager for a job's
+  ``execute_in_process`` on an ephemeral instance, as Dagster would have used.
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ log = logging.getLogger("flowrecord")
 INNER_PREFIX = "flowrecord_inner__"
 """Resource key prefix under which a wrapped IO manager keeps living."""
 
+_MATERIALIZE_JOB = "__ephemeral_asset_job__"  # the job that dg.materialize() runs
+
 
 class RecordingIOManager(dg.IOManager):
     """Records each object stored or loaded by *inner*, then behaves exactly as *inner*."""
@@ -77,7 +79,10 @@ class RecordingIOManager(dg.IOManager):
         return obj
 
     def __getattr__(self, name: str) -> Any:
-        # Anything else the user's code asks of its IO manager.
+        # Anything else the user's code asks of its IO manager (never our own
+        # attributes, which a half-built object may lack).
+        if name.startswith("_"):
+            raise AttributeError(name)
         return getattr(self._inner, name)
 
 
@@ -275,7 +280,15 @@ def default_recording_io_manager(catalog: Catalog, recorder_key: str) -> dg.IOMa
 
     def _create(init_context: dg.InitResourceContext) -> Iterator[RecordingIOManager]:
         instance = init_context.instance
-        inner = dg.mem_io_manager if getattr(instance, "is_ephemeral", False) else job_default
+        run = init_context.run
+        # As Dagster: `materialize` stores to the filesystem, `execute_in_process`
+        # (always an ephemeral instance unless given one) keeps values in memory.
+        in_memory = (
+            getattr(instance, "is_ephemeral", False)
+            and run is not None
+            and run.job_name != _MATERIALIZE_JOB
+        )
+        inner = dg.mem_io_manager if in_memory else job_default
         with dg.build_resources({"io_manager": inner}, instance=instance) as resources:
             yield RecordingIOManager(resources.io_manager, catalog)
 
