@@ -175,6 +175,10 @@ class LocalStore:
         self.home = Path(home)
         self.path = self.home / STORE_FILE
         self._local = threading.local()
+        # Every thread's connection, so that close() ends them all: a connection
+        # left to the garbage collector checkpoints the WAL whenever it goes.
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
         self._create = create
         if not create and not self.path.exists():
             raise StoreError(f"no flowrecord store at {self.path}")
@@ -187,6 +191,8 @@ class LocalStore:
         if conn is None:
             conn = self._open()
             self._local.conn = conn
+            with self._connections_lock:
+                self._connections.append(conn)
         return conn
 
     def _open(self) -> sqlite3.Connection:
@@ -293,11 +299,13 @@ class LocalStore:
             conn.execute("COMMIT")
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
-            self._local.series = {}
+        """Close every thread's connection to the store."""
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        self._local = threading.local()
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """Rows of a read-only query, as ``sqlite3.Row`` objects."""
