@@ -22,7 +22,8 @@ class Orders(pa.DataFrameModel):
     region: str = pa.Field(isin=["eu", "us"])
 
 
-@dg.asset(metadata={flowrecord_dagster.SCHEMA_KEY: Orders}, group_name="shop")
+# The schema by import path: plain text in metadata, as Dagster 2 will require.
+@dg.asset(metadata={flowrecord_dagster.SCHEMA_KEY: "fr_dagster_defs:Orders"}, group_name="shop")
 def orders() -> pd.DataFrame:
     """Raw orders; one of them has a negative amount."""
     flowrecord.log_metric("orders_seen", 4)

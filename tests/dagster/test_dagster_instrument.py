@@ -61,6 +61,7 @@ def test_instrument_refuses_unknown_policies():
 
 
 @pytest.mark.unit
+@pytest.mark.filterwarnings("ignore:Support for arbitrary metadata values:DeprecationWarning")
 @pytest.mark.parametrize(
     ("schema", "error", "match"),
     [
@@ -109,6 +110,7 @@ def test_instrument_is_idempotent_and_off_when_disabled(monkeypatch):
 
 
 @pytest.mark.unit
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::dagster.BetaWarning")
 def test_schedules_and_sensors_follow_their_hooked_jobs():
     """Op jobs get the hook; schedules and sensors that target them target the hooked job."""
     schedule = dg.ScheduleDefinition(job=hello_job, cron_schedule="0 * * * *")

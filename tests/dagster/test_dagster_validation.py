@@ -12,7 +12,12 @@ from fr_dagster_helpers import materialize, rows
 import flowrecord_dagster
 from flowrecord.collectors.validation import ValidationFailed
 
-pytestmark = pytest.mark.integration
+# Most tests here give the schema object itself, which Dagster 1.13 accepts with a
+# deprecation warning (the import-path form has none).
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore:Support for arbitrary metadata values:DeprecationWarning"),
+]
 
 
 class Prices(pa.DataFrameModel):
@@ -170,7 +175,10 @@ def test_a_broken_validation_is_recorded_not_raised(flowrecord_home, store):
 
 @dg.op(
     out=dg.Out(
-        metadata={flowrecord_dagster.SCHEMA_KEY: Prices, "flowrecord/validation_policy": "fail"}
+        metadata={
+            flowrecord_dagster.SCHEMA_KEY: "test_dagster_validation:Prices",
+            flowrecord_dagster.POLICY_KEY: "fail",
+        }
     )
 )
 def priced_op() -> pd.DataFrame:

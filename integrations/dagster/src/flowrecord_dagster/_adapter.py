@@ -292,7 +292,7 @@ def _node_path(step_key: str) -> list[str]:
 
 
 def _error_of(event: dg.DagsterEvent) -> str | None:
-    data = event.step_failure_data if event.is_step_failure else None
+    data: Any = event.step_failure_data if event.is_step_failure else None
     if data is None and event.is_step_up_for_retry:
         data = event.step_retry_data
     error = getattr(data, "error", None)

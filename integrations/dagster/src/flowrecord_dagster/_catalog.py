@@ -65,7 +65,6 @@ class AssetFacts:
     key: dg.AssetKey
     deps: frozenset[dg.AssetKey]
     """Upstream assets (data and non-data dependencies alike)."""
-    partitioned: bool = False
     schema: Any = None
     """The pandera schema or ``DataFrameModel`` to validate the asset with, if any."""
     policy: str = "record"
@@ -192,7 +191,7 @@ def _output_schemas(assets_def: dg.AssetsDefinition) -> dict[dg.AssetKey, Any]:
     outs = node.outs
     for output_name, key in assets_def.keys_by_output_name.items():
         out = outs.get(output_name)
-        if out is None:
+        if out is None or not isinstance(out.dagster_type, dg.DagsterType):
             continue
         schema = _schema_of_type(out.dagster_type)
         if schema is not None:
@@ -249,7 +248,6 @@ def build_catalog(items: Iterable[object], default_policy: str) -> Catalog:
             assets[key] = AssetFacts(
                 key=key,
                 deps=frozenset(deps.get(key, ())),
-                partitioned=spec.partitions_def is not None,
                 schema=schema,
                 policy=_policy(metadata, default_policy, where),
             )

@@ -77,7 +77,7 @@ def _validations_of(
     )
     records = list(result.records)
     mine = [r for r in records if r.run_id == run_id] or records[:1]
-    out = []
+    out: list[Mapping[str, Any]] = []
     for record in mine:
         materialization = record.asset_materialization
         if materialization is not None:

@@ -192,7 +192,7 @@ def _schema_for(
     schema = resolve_schema(getattr(raw, "value", raw), where)
     raw_policy = metadata.get(POLICY_KEY)
     policy = (
-        check_policy(getattr(raw_policy, "value", raw_policy))
+        check_policy(str(getattr(raw_policy, "value", raw_policy)))
         if raw_policy is not None
         else catalog.default_policy
     )
@@ -267,7 +267,7 @@ def recording_io_manager(
     )
 
 
-def _job_default_io_manager() -> dg.IOManagerDefinition:
+def _job_default_io_manager() -> dg.ResourceDefinition:
     # What Dagster binds to "io_manager" when nothing else is given, read from a
     # job of our own rather than imported from Dagster's internals.
     probe = dg.GraphDefinition(name="flowrecord_probe", node_defs=[]).to_job()
@@ -293,7 +293,7 @@ def default_recording_io_manager(catalog: Catalog, recorder_key: str) -> dg.IOMa
             yield RecordingIOManager(resources.io_manager, catalog)
 
     return dg.IOManagerDefinition(
-        resource_fn=_create,
+        resource_fn=_create,  # type: ignore[arg-type]  # a generator: Dagster tears it down
         required_resource_keys={recorder_key},
         description="flowrecord: records what Dagster's default IO manager stores and loads.",
     )

@@ -59,7 +59,8 @@ def _safe(value: Any) -> Any:
 def _compact_profile(profile: Mapping[str, Any]) -> dict[str, Any]:
     # Histograms, quantiles and top values are for the store and the report;
     # the UI gets one line of scalars per column.
-    columns = profile.get("columns") if isinstance(profile.get("columns"), Mapping) else profile
+    nested = profile.get("columns")
+    columns: Mapping[str, Any] = nested if isinstance(nested, Mapping) else profile
     out: dict[str, Any] = {}
     for i, (name, stats) in enumerate(columns.items()):
         if i >= _MAX_PROFILE_COLUMNS:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -266,7 +266,7 @@ def _hooked(item: Any, hook: dg.HookDefinition, wrapped: Sequence[str], every_st
     return item.with_hooks({hook})
 
 
-def _hooked_jobs(jobs: Sequence[Any], hook: dg.HookDefinition) -> tuple[list[Any], dict[int, Any]]:
+def _hooked_jobs(jobs: Iterable[Any], hook: dg.HookDefinition) -> tuple[list[Any], dict[int, Any]]:
     """Op jobs with the hook (asset jobs take it from their assets); old id -> new job."""
     out, replaced = [], {}
     for job in jobs:
