@@ -203,7 +203,7 @@ class RunRecorder:
             recorder.end_task(record.task, state=state, error=_error_of(event))
 
     def step_skipped(self, step_key: str) -> None:
-        # A step skipped because something upstream failed never starts: no sampling.
+        # A step Dagster skips (an optional input never came) never starts: no sampling.
         node = self.catalog.node_for_step(step_key)
         task = recorder.start_task(
             self.catalog.task_name(step_key),
