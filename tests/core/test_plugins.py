@@ -137,3 +137,11 @@ def test_trace_env_var_logs_hook_calls(tmp_path: Path):
     )
     assert proc.returncode == 0
     assert "flowrecord_metrics_logged" in proc.stderr
+
+
+def test_builtin_shortcut_matches_the_declared_entry_points():
+    """The fast path for built-in backends names exactly what core's entry points declare."""
+    from flowrecord.plugins import BUILTIN_BACKENDS
+
+    declared = available_backends()
+    assert {k: declared[k] for k in BUILTIN_BACKENDS} == BUILTIN_BACKENDS
