@@ -132,7 +132,7 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-def _run_of(ident: TaskIdentity, context: Mapping[str, Any]) -> RunHandle:
+def _run_of(ident: TaskIdentity, ti: Any) -> RunHandle:
     """The run of *ident*, opened once per process (every process opens the same run)."""
     key = (ident.dag_id, ident.run_id)
     run = _runs.get(key)
@@ -141,7 +141,7 @@ def _run_of(ident: TaskIdentity, context: Mapping[str, Any]) -> RunHandle:
             ident.dag_id,
             ident.run_id,
             orchestrator=ORCHESTRATOR,
-            tags=_run_tags(context),
+            tags=_run_tags(_context_of(ti)),
             activate=False,
         )
         _runs[key] = run
@@ -172,8 +172,7 @@ def start_task(ti: Any) -> None:
         if handle is not None:
             # A deferred task resuming in this process: same attempt, keep it.
             return
-        context = _context_of(ti)
-        run = _run_of(ident, context)
+        run = _run_of(ident, ti)
         handle = recorder.start_task(
             ident.task_id,
             run=run,
@@ -187,11 +186,13 @@ def start_task(ti: Any) -> None:
     except Exception as exc:
         log.warning("flowrecord: could not open the record of task %s: %s", _label(ti), exc)
         return
-    _record_inputs(ti, ident, context)
+    _record_inputs(ti, ident)
     _guarded(_capture_return_value, ti, ident)
 
 
 def _context_of(ti: Any) -> Mapping[str, Any]:
+    # Airflow rebuilds part of the context on every call (about a millisecond):
+    # ask for it only where it is needed.
     getter = getattr(ti, "get_template_context", None)
     if getter is None:
         return {}
@@ -270,8 +271,7 @@ def finish_task(ti: Any, hook_state: str, error: object = None) -> None:
         return
     state = _state_for(ti, hook_state)
     if state is State.SUCCEEDED:
-        context = _context_of(ti)
-        _record_outputs(ti, ident, context)
+        _record_outputs(ti, ident)
     _returned.pop(ident.key, None)
     _pull_return.discard(ident.key)
     try:
@@ -431,7 +431,7 @@ def _record_never_started(run: RunHandle, ti: Any) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _record_inputs(ti: Any, ident: TaskIdentity, context: Mapping[str, Any]) -> None:
+def _record_inputs(ti: Any, ident: TaskIdentity) -> None:
     task = getattr(ti, "task", None)
     if task is None:
         return
@@ -440,14 +440,16 @@ def _record_inputs(ti: Any, ident: TaskIdentity, context: Mapping[str, Any]) -> 
     if getattr(task, "python_callable", None) is None or not _is_taskflow(task):
         return
     try:
-        arguments = _resolved_arguments(task, context)
+        arguments = _resolved_arguments(ti, task)
     except Exception as exc:
         log.debug("flowrecord: could not bind the arguments of %s: %s", _label(ti), exc)
         return
-    sources = _argument_sources(ti, ident)
+    sources: dict[str, str] | None = None  # looked up only when a frame comes in
     params: dict[str, Any] = {}
     for name, value in arguments.items():
         if _is_data(value):
+            if sources is None:
+                sources = _argument_sources(ti, ident)
             _guarded(
                 recorder.log_dataset,
                 value,
@@ -465,15 +467,19 @@ def _is_taskflow(task: Any) -> bool:
     return str(getattr(task, "custom_operator_name", "") or "").startswith("@task")
 
 
-def _resolved_arguments(task: Any, context: Mapping[str, Any]) -> dict[str, Any]:
-    """The task function's arguments by name, as rendered, without the injected context."""
+def _resolved_arguments(ti: Any, task: Any) -> dict[str, Any]:
+    """The task function's arguments by name, as rendered, without the injected context.
+
+    Context is recognised by name (Airflow's context keys) and, passed under
+    another name, by identity with the task instance, the task or the DAG.
+    """
     op_args = list(getattr(task, "op_args", None) or ())
     op_kwargs = dict(getattr(task, "op_kwargs", None) or {})
     signature = inspect.signature(task.python_callable)
     bound = signature.bind_partial(*op_args, **op_kwargs)
     bound.apply_defaults()
-    context_values = {id(v) for v in context.values()} if context else set()
-    context_keys = set(context) | _known_context_keys()
+    context_values = {id(v) for v in (ti, task, getattr(task, "dag", None)) if v is not None}
+    context_keys = _known_context_keys()
     out: dict[str, Any] = {}
     for name, value in bound.arguments.items():
         kind = signature.parameters[name].kind
@@ -484,19 +490,20 @@ def _resolved_arguments(task: Any, context: Mapping[str, Any]) -> dict[str, Any]
         else:
             items = [(name, value)]
         for key, item in items:
-            if key in context_keys or (item is not None and id(item) in context_values):
+            if key in context_keys or id(item) in context_values:
                 continue
             out[key] = item
     return out
 
 
-def _known_context_keys() -> set[str]:
+@functools.cache
+def _known_context_keys() -> frozenset[str]:
     try:
         from airflow.sdk.definitions.context import KNOWN_CONTEXT_KEYS
 
-        return set(KNOWN_CONTEXT_KEYS)
+        return frozenset(KNOWN_CONTEXT_KEYS)
     except Exception:  # pragma: no cover - older or newer SDK layouts
-        return {"ti", "task_instance", "dag_run", "params", "ds", "logical_date", "context"}
+        return frozenset({"ti", "task_instance", "dag_run", "params", "ds", "logical_date"})
 
 
 def _argument_sources(ti: Any, ident: TaskIdentity) -> dict[str, str]:
@@ -533,11 +540,12 @@ def _argument_sources(ti: Any, ident: TaskIdentity) -> dict[str, str]:
 # ---------------------------------------------------------------------------
 
 
-def _record_outputs(ti: Any, ident: TaskIdentity, context: Mapping[str, Any]) -> None:
+def _record_outputs(ti: Any, ident: TaskIdentity) -> None:
     task = getattr(ti, "task", None)
     if task is None:
         return
-    events = _outlet_events(context)
+    # Asset events exist only for tasks with outlets (assets or aliases).
+    events = _outlet_events(_context_of(ti)) if getattr(task, "outlets", None) else {}
     for asset in _assets(getattr(task, "outlets", None)):
         extra = events.pop(_asset_key(asset), None)
         _guarded(_log_asset, asset, "output", extra)
