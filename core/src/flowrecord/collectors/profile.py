@@ -58,21 +58,23 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flowrecord.collectors.fingerprint import is_repr_encoded, to_arrow
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
     import numpy as np
     import pyarrow as pa
 
 __all__ = ["profile", "schema_of"]
 
-_BLOCK = 1 << 16  # values per numpy block: the block and its temporaries stay in L2 cache
-_PIECE_ROWS = 1 << 20  # rows per bounded copy when a chunk has nulls to drop
+_BLOCK = 1 << 16  # values per numpy block: the block and its scratch buffers stay in cache
+_PIECE_ROWS = 1 << 19  # rows per unit of parallel work and per bounded copy of non-null values
 _QUANTILE_SAMPLE = 1 << 16
 _EXACT_DISTINCT = 1 << 16
 _STRING_SAMPLE = 1 << 16
@@ -80,8 +82,10 @@ _LOW_CARDINALITY = 0.5  # sample distinct/size below this: exact value counts ar
 _TOP = 10
 _TOP_CHARS = 256
 _HLL_BITS = 14
+_HLL_MAX_RANK = 33 - _HLL_BITS  # the hash's top 32 bits: 18 for the rank, 14 for the register
 _SEED = 0x5EED
-_PARALLEL_MIN_ROWS = 1 << 18
+_PARALLEL_MIN_VALUES = 1 << 18
+_EDGE_GRAIN = 4  # grid steps either side of an edge within which a value is checked exactly
 
 
 def schema_of(table: pa.Table) -> tuple[dict[str, Any], ...]:
@@ -105,8 +109,9 @@ def schema_of(table: pa.Table) -> tuple[dict[str, Any], ...]:
 def profile(table: pa.Table, *, bins: int = 20, quantiles: int = 101) -> dict[str, Any]:
     """Profile every column of ``table`` (see the module docstring for the format).
 
-    Reads every value once or twice with vectorised numpy / Arrow kernels,
-    columns in parallel threads on large tables. Accepts anything
+    Numeric columns are read twice, in pieces of ``2**19`` rows spread over a
+    thread per idle core on large tables: once for the extremes the histogram
+    needs, once for everything else, a cache-sized block at a time. Accepts anything
     :func:`~flowrecord.collectors.fingerprint.to_arrow` does. Duplicate column
     names are keyed ``name#2``, ``name#3``... with a warning.
 
@@ -125,19 +130,12 @@ def profile(table: pa.Table, *, bins: int = 20, quantiles: int = 101) -> dict[st
     table = _as_table(table)
     fields = list(table.schema)
     columns = table.columns
-    workers = min(len(fields), os.cpu_count() or 1)
-    if workers > 1 and table.num_rows >= _PARALLEL_MIN_ROWS:
+    workers = _idle_cores()
+    if workers > 1 and table.num_rows * len(fields) >= _PARALLEL_MIN_VALUES:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flowrecord-prof") as pool:
-            results = list(
-                pool.map(
-                    lambda fc: _profile_column(fc[0], fc[1], bins, quantiles),
-                    zip(fields, columns, strict=True),
-                )
-            )
+            results = _profile_columns(fields, columns, bins, quantiles, pool.map)
     else:
-        results = [
-            _profile_column(f, c, bins, quantiles) for f, c in zip(fields, columns, strict=True)
-        ]
+        results = _profile_columns(fields, columns, bins, quantiles, map)
     out: dict[str, Any] = {}
     warnings: list[str] = []
     for field, (stats, column_warnings) in zip(fields, results, strict=True):
@@ -153,14 +151,70 @@ def profile(table: pa.Table, *, bins: int = 20, quantiles: int = 101) -> dict[st
     return {"columns": out, "row_count": table.num_rows, "warnings": warnings}
 
 
+def _idle_cores() -> int:
+    """Threads worth starting: one per core that other work leaves idle, at least one.
+
+    Under an orchestrator a worker often runs several tasks at once; on a
+    busy machine extra threads only trade places with other processes (and
+    hand the GIL back and forth between many short numpy calls), which
+    measured slower than one thread. The result never depends on the count.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):  # Windows, or no load figure
+        busy = 0.0
+    return max(1, min(cores, round(cores - busy)))
+
+
+def _profile_columns(
+    fields: list[pa.Field],
+    columns: list[pa.ChunkedArray],
+    bins: int,
+    quantiles: int,
+    run: Callable[..., Iterable[Any]],
+) -> list[tuple[dict[str, Any], list[str]]]:
+    """Every column's (stats, warnings), the numeric ones in three rounds of pieces.
+
+    Round one profiles the other columns whole and sets the numeric ones up;
+    round two finds each numeric piece's extremes; round three, once every
+    column's extremes are known, summarises each piece. Pieces, not columns,
+    are the unit of work so that a one-column table keeps every core busy.
+    """
+    workspace = _Workspace()
+    results = list(
+        run(
+            lambda fc: _profile_column(fc[0], fc[1], bins, quantiles, workspace),
+            zip(fields, columns, strict=True),
+        )
+    )
+    jobs = [job for _, _, job in results if job is not None]
+    tasks = [(job, i) for job in jobs for i in range(len(job.pieces))]
+    extremes = list(run(lambda task: task[0].scan(task[1]), tasks))
+    start = 0
+    for job in jobs:
+        job.plan(extremes[start : start + len(job.pieces)])
+        start += len(job.pieces)
+    partials = list(run(lambda task: task[0].summarise(task[1]), tasks))
+    start = 0
+    for job in jobs:
+        job.finish(partials[start : start + len(job.pieces)])
+        start += len(job.pieces)
+    return [(stats, warnings) for stats, warnings, _ in results]
+
+
 # --------------------------------------------------------------------------
 # Per column
 # --------------------------------------------------------------------------
 
 
 def _profile_column(
-    field: pa.Field, column: pa.ChunkedArray, bins: int, quantiles: int
-) -> tuple[dict[str, Any], list[str]]:
+    field: pa.Field, column: pa.ChunkedArray, bins: int, quantiles: int, workspace: _Workspace
+) -> tuple[dict[str, Any], list[str], _NumericColumn | None]:
+    """A column's stats and warnings; for a numeric column, also the job that will fill them in."""
     import pyarrow as pa
     import pyarrow.types as pt
 
@@ -186,15 +240,16 @@ def _profile_column(
         warnings.append(
             f"column {field.name!r} holds mixed Python objects: profiled for counts only"
         )
-        return stats, warnings
+        return stats, warnings, None
     if stats["count"] == 0:
         if not pt.is_null(t):
             stats["distinct_estimate"], stats["distinct_method"] = 0, "exact"
-        return stats, warnings
+        return stats, warnings, None
     if pt.is_boolean(t):
         _boolean(column, stats)
     elif pt.is_integer(t) or pt.is_floating(t):
-        _numeric(column, stats, bins, quantiles, is_float=pt.is_floating(t))
+        job = _NumericColumn(column, stats, bins, quantiles, pt.is_floating(t), workspace)
+        return stats, warnings, job
     elif pt.is_temporal(t) or pt.is_decimal(t):
         _ordered(column, stats)
     elif pt.is_string(t) or pt.is_large_string(t) or pt.is_string_view(t):
@@ -208,7 +263,7 @@ def _profile_column(
         _strings(column, stats, text=False)
     else:
         warnings.append(f"column {field.name!r} has nested type {t}: profiled for counts only")
-    return stats, warnings
+    return stats, warnings, None
 
 
 def _boolean(column: pa.ChunkedArray, stats: dict[str, Any]) -> None:
@@ -222,94 +277,289 @@ def _boolean(column: pa.ChunkedArray, stats: dict[str, Any]) -> None:
     stats["distinct_estimate"], stats["distinct_method"] = len(stats["top"]), "exact"
 
 
-def _numeric(
-    column: pa.ChunkedArray, stats: dict[str, Any], bins: int, quantiles: int, *, is_float: bool
-) -> None:
-    """Two passes over in-cache blocks: moments, extremes and sketch; then histogram and sample."""
+# --------------------------------------------------------------------------
+# Numeric columns
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Extremes:
+    """A piece's smallest and largest finite values, and how many were finite, NaN or infinite."""
+
+    lo: float
+    hi: float
+    finite: int
+    nan: int = 0
+    inf: int = 0
+
+
+@dataclass(frozen=True)
+class _Partial:
+    """What one piece adds to its column: moments, histogram counts and sampled values."""
+
+    n: int
+    mean: float
+    m2: float
+    counts: np.ndarray
+    sample: list[np.ndarray]
+
+
+@dataclass(frozen=True)
+class _Binning:
+    """How a column's values are put into its histogram bins.
+
+    A value's position in bin widths from the minimum, ``value * scale``
+    plus ``offset``, is rounded to a grid of ``2**-grid`` by the addition
+    itself: ``offset`` carries a large constant that leaves the sum in a
+    binade whose spacing is that grid, so the sum's bit pattern reads as the
+    position in fixed point. Its integer bits are the bin; its fraction bits
+    say whether the value lies within a few grid steps of an edge, where
+    rounding could put it one bin off: those few are placed again by
+    comparing them with the edges themselves, so the counts agree with anyone
+    counting against the published edges. The grid is chosen coarser than
+    every rounding error involved; where none can be (a span that
+    overflows, or tiny next to the values' magnitude) ``by_edges`` places
+    every value against the edges.
+    """
+
+    edges: np.ndarray
+    scale: float
+    offset: float
+    grid: int
+    bin_mask: int
+    constant: bool
+    by_edges: bool
+
+
+class _NumericColumn:
+    """One integer or float column, profiled piece by piece: extremes, then everything else."""
+
+    def __init__(
+        self,
+        column: pa.ChunkedArray,
+        stats: dict[str, Any],
+        bins: int,
+        quantiles: int,
+        is_float: bool,
+        workspace: _Workspace,
+    ) -> None:
+        self.stats = stats
+        self.bins = bins
+        self.quantiles = quantiles
+        self.is_float = is_float
+        self.workspace = workspace
+        self.pieces = _pieces(column)
+        self.extremes: list[_Extremes] = []
+        self.offsets: list[int] = []
+        self.n = 0
+        self.lo = self.hi = 0.0
+        self.binning: _Binning | None = None
+        self.positions: np.ndarray | None = None
+        self.sketches: dict[int, _HyperLogLog] = {}
+        self.lock = threading.Lock()
+
+    def scan(self, i: int) -> _Extremes:
+        """Piece ``i``'s finite extremes, with its NaN and infinity counts."""
+        import numpy as np
+
+        values = _values(self.pieces[i])
+        if len(values) == 0:
+            return _Extremes(math.inf, -math.inf, 0)
+        lo, hi = values.min(), values.max()
+        # min/max propagate NaN and expose infinities: one cheap test for the common case.
+        if not self.is_float or (np.isfinite(lo) and np.isfinite(hi)):
+            return _Extremes(float(lo), float(hi), len(values))
+        finite = np.isfinite(values)
+        kept = int(np.count_nonzero(finite))
+        nan = int(np.count_nonzero(np.isnan(values)))
+        if kept == 0:
+            return _Extremes(math.inf, -math.inf, 0, nan, len(values) - nan)
+        lo = values.min(where=finite, initial=np.inf)
+        hi = values.max(where=finite, initial=-np.inf)
+        return _Extremes(float(lo), float(hi), kept, nan, len(values) - kept - nan)
+
+    def plan(self, extremes: list[_Extremes]) -> None:
+        """Combine the pieces' extremes: bins, where each piece starts, which values to sample."""
+        import numpy as np
+
+        self.extremes = extremes
+        if self.is_float:
+            self.stats["nan"] = sum(e.nan for e in extremes)
+            self.stats["inf"] = sum(e.inf for e in extremes)
+        for e in extremes:
+            self.offsets.append(self.n)
+            self.n += e.finite
+        if self.n == 0:
+            self.stats["distinct_estimate"], self.stats["distinct_method"] = 0, "exact"
+            return
+        self.lo = min(e.lo for e in extremes if e.finite)
+        self.hi = max(e.hi for e in extremes if e.finite)
+        self.binning = _binning(self.lo, self.hi, self.bins)
+        if self.n > _QUANTILE_SAMPLE:
+            rng = np.random.default_rng(_SEED)
+            self.positions = np.sort(rng.integers(0, self.n, _QUANTILE_SAMPLE))
+
+    def summarise(self, i: int) -> _Partial | None:
+        """Moments, histogram counts, sketch and quantile sample of piece ``i``'s finite values."""
+        import numpy as np
+
+        binning = self.binning
+        if binning is None or self.extremes[i].finite == 0:
+            return None
+        scratch = self.workspace.scratch()
+        sketch = self._sketch() if self.n > _EXACT_DISTINCT else None
+        values = _values(self.pieces[i])
+        dirty = self.extremes[i].finite < len(values)
+        positions = self.positions
+        counts = np.zeros(self.bins, np.int64)
+        sample: list[np.ndarray] = []
+        seen = self.offsets[i]
+        n = 0
+        mean = m2 = 0.0
+        for start in range(0, len(values), _BLOCK):
+            raw = values[start : start + _BLOCK]
+            if dirty:
+                raw = raw[np.isfinite(raw)]
+            m = len(raw)
+            if m == 0:
+                continue
+            if raw.dtype == np.float64:
+                block = raw
+            else:  # converted once here: every ufunc below would otherwise convert again
+                block = scratch.values[:m]
+                np.copyto(block, raw, casting="unsafe")
+            block_mean = float(block.sum()) / m
+            centred = scratch.work[:m]
+            np.subtract(block, block_mean, out=centred)
+            np.multiply(centred, centred, out=centred)
+            n, mean, m2 = _merge_moments(n, mean, m2, m, block_mean, float(centred.sum()))
+            if sketch is not None:
+                sketch.add(raw, scratch)
+            if positions is None:
+                sample.append(block.copy())
+            else:
+                a, b = np.searchsorted(positions, (seen, seen + m))
+                if b > a:
+                    sample.append(block[positions[a:b] - seen])
+            _histogram_block(block, binning, scratch, counts)
+            seen += m
+        return _Partial(n, mean, m2, counts, sample)
+
+    def finish(self, partials: list[_Partial | None]) -> None:
+        """Merge the pieces (in order, so the result never depends on the threads) into the stats."""
+        import numpy as np
+
+        if self.binning is None:
+            return
+        n = 0
+        mean = m2 = 0.0
+        counts = np.zeros(self.bins, np.int64)
+        sample: list[np.ndarray] = []
+        for part in partials:
+            if part is None:
+                continue
+            n, mean, m2 = _merge_moments(n, mean, m2, part.n, part.mean, part.m2)
+            counts += part.counts
+            sample.extend(part.sample)
+        everything = np.sort(np.concatenate(sample))
+        # One sort then interpolation: np.quantile would partition once per point.
+        points = _quantiles_of_sorted(everything, self.quantiles)
+        points[0], points[-1] = self.lo, self.hi
+        self.stats.update(
+            min=self.lo,
+            max=self.hi,
+            mean=mean,
+            std=math.sqrt(max(m2, 0.0) / n),
+            histogram={"edges": self.binning.edges.tolist(), "counts": counts.tolist()},
+            quantiles=points.tolist(),
+        )
+        if self.n <= _EXACT_DISTINCT:
+            distinct = 1 + int(np.count_nonzero(everything[1:] != everything[:-1]))
+            self.stats["distinct_estimate"], self.stats["distinct_method"] = distinct, "exact"
+        else:
+            merged = _HyperLogLog.merge(list(self.sketches.values()))
+            self.stats["distinct_estimate"] = merged.estimate()
+            self.stats["distinct_method"] = "hll"
+
+    def _sketch(self) -> _HyperLogLog:
+        """This thread's sketch of the column: registers merge by maximum, in any order."""
+        key = threading.get_ident()
+        sketch = self.sketches.get(key)
+        if sketch is None:
+            with self.lock:
+                sketch = self.sketches.setdefault(key, _HyperLogLog())
+        return sketch
+
+
+def _merge_moments(
+    n: int, mean: float, m2: float, m: int, other_mean: float, other_m2: float
+) -> tuple[int, float, float]:
+    """Chan's parallel update of (count, mean, sum of squared deviations): stable."""
+    total = n + m
+    delta = other_mean - mean
+    return total, mean + delta * m / total, m2 + other_m2 + delta * delta * n * m / total
+
+
+def _binning(lo: float, hi: float, bins: int) -> _Binning:
+    """Edges ``bins + 1`` floats from lo to hi, and how to find a value's bin among them."""
     import numpy as np
 
-    count = stats["count"]
-    hll = None if count <= _EXACT_DISTINCT else _HyperLogLog()
-    scratch = np.empty(_BLOCK, np.float64)
+    span = hi - lo
+    if span == 0:
+        return _Binning(np.linspace(lo, hi, bins + 1), 0.0, 0.0, 0, 0, True, False)
+    if math.isfinite(span):
+        edges = np.linspace(lo, hi, bins + 1)
+    else:  # the span overflows: space the halves (exact), then double back
+        edges = np.linspace(lo / 2, hi / 2, bins + 1) * 2
+    scale = bins / span
+    index_bits = max(1, (bins - 1).bit_length())
+    # A bound, with a wide margin, on how far a value's computed position and
+    # an edge's can be from the exact ones: a few roundings, each within
+    # 2**-52 of the largest term.
+    slack = 64 * 2.0**-52 * (bins * (max(abs(lo), abs(hi)) / span + 2) + 1)
+    grid = min(50 - index_bits, math.floor(-math.log2(slack)) if slack > 0 else 50)
+    if not (math.isfinite(scale) and scale > 0 and grid >= 3):
+        return _Binning(edges, scale, 0.0, 0, 0, False, True)
+    # 1.5 * 2**(52 - grid) puts the sum where floats are 2**-grid apart, and its
+    # bit pattern's low 51 bits are zero, so the position's fixed-point bits
+    # land there unchanged; _EDGE_GRAIN steps more make "near an edge" one
+    # comparison of the fraction bits, wrapped or not.
+    offset = 1.5 * 2.0 ** (52 - grid) + _EDGE_GRAIN * 2.0**-grid - lo * scale
+    return _Binning(edges, scale, offset, grid, (1 << index_bits) - 1, False, False)
 
-    # Pass 1: finite count, min, max, mean and M2 (Chan's parallel update, stable), sketch.
-    n = 0
-    mean = m2 = 0.0
-    lo, hi = math.inf, -math.inf
-    nan = inf = 0
-    for raw in _blocks(column):
-        block, low, high, bad_nan, bad_inf = (
-            _finite(raw) if is_float else (raw, raw.min(), raw.max(), 0, 0)
-        )
-        nan += bad_nan
-        inf += bad_inf
-        m = len(block)
-        if m == 0:
-            continue
-        lo, hi = min(lo, float(low)), max(hi, float(high))
-        block_mean = float(block.sum(dtype=np.float64)) / m
-        centred = scratch[:m]
-        np.subtract(block, block_mean, out=centred, casting="unsafe")
-        np.multiply(centred, centred, out=centred)
-        block_m2 = float(centred.sum())
-        delta = block_mean - mean
-        total = n + m
-        mean += delta * m / total
-        m2 += block_m2 + delta * delta * n * m / total
-        n = total
-        if hll is not None:
-            hll.add(block)
-    if is_float:
-        stats["nan"], stats["inf"] = nan, inf
-    if n == 0:
-        stats["distinct_estimate"], stats["distinct_method"] = 0, "exact"
+
+def _histogram_block(
+    block: np.ndarray, binning: _Binning, scratch: _Scratch, counts: np.ndarray
+) -> None:
+    """Add a float64 block to the counts: v goes to bin k when edges[k] <= v < edges[k + 1]."""
+    import numpy as np
+
+    bins = len(counts)
+    m = len(block)
+    if binning.constant:
+        counts[-1] += m  # a constant column: everything in the last (closed) bin
         return
-
-    # Pass 2: histogram over [lo, hi] and the quantile sample at fixed random positions.
-    counts = np.zeros(bins, np.int64)
-    scale = bins / (hi - lo) if hi > lo else 0.0
-    edges = np.linspace(lo, hi, bins + 1)
-    keep_all = n <= _QUANTILE_SAMPLE
-    positions = None
-    if not keep_all:
-        positions = np.sort(np.random.default_rng(_SEED).integers(0, n, _QUANTILE_SAMPLE))
-    sample: list[np.ndarray] = []
-    seen = 0
-    index = np.empty(_BLOCK, np.intp)
-    for raw in _blocks(column):
-        block = _finite(raw)[0] if is_float else raw
-        m = len(block)
-        if m == 0:
-            continue
-        if positions is None:
-            sample.append(block.astype(np.float64))
-        else:
-            a, b = np.searchsorted(positions, (seen, seen + m))
-            if b > a:
-                sample.append(block[positions[a:b] - seen].astype(np.float64))
-        if scale == 0.0:
-            counts[-1] += m  # a constant column: everything in the last (closed) bin
-        else:
-            _histogram_block(block, lo, scale, edges, scratch[:m], index[:m], counts)
-        seen += m
-
-    everything = np.sort(np.concatenate(sample))
-    # One sort then interpolation: np.quantile would partition once per point.
-    points = _quantiles_of_sorted(everything, quantiles)
-    points[0], points[-1] = lo, hi
-    stats.update(
-        min=lo,
-        max=hi,
-        mean=mean,
-        std=math.sqrt(max(m2, 0.0) / n),
-        histogram={"edges": edges.tolist(), "counts": counts.tolist()},
-        quantiles=points.tolist(),
-    )
-    if hll is None:
-        distinct = 1 + int(np.count_nonzero(everything[1:] != everything[:-1]))
-        stats["distinct_estimate"], stats["distinct_method"] = distinct, "exact"
-    else:
-        stats["distinct_estimate"], stats["distinct_method"] = hll.estimate(), "hll"
+    if binning.by_edges:
+        found = np.searchsorted(binning.edges, block, side="right") - 1
+        np.minimum(found, bins - 1, out=found)
+        counts += np.bincount(found, minlength=bins)
+        return
+    position = scratch.work[:m]
+    index, fraction, at_edge = scratch.index[:m], scratch.shifted[:m], scratch.flags[:m]
+    np.multiply(block, binning.scale, out=position)
+    np.add(position, binning.offset, out=position)
+    bits = position.view(np.int64)
+    np.right_shift(bits, np.int64(binning.grid), out=index)
+    np.bitwise_and(index, np.int64(binning.bin_mask), out=index)
+    fraction = fraction.view(np.int64)
+    np.bitwise_and(bits, np.int64((1 << binning.grid) - 1), out=fraction)
+    np.less(fraction, np.int64(2 * _EDGE_GRAIN), out=at_edge)
+    near = np.flatnonzero(at_edge)
+    if len(near):
+        found = np.searchsorted(binning.edges, block[near], side="right") - 1
+        np.minimum(found, bins - 1, out=found)  # the maximum closes the last bin
+        index[near] = found
+    counts += np.bincount(index, minlength=bins)
 
 
 def _quantiles_of_sorted(values: np.ndarray, quantiles: int) -> np.ndarray:
@@ -321,37 +571,6 @@ def _quantiles_of_sorted(values: np.ndarray, quantiles: int) -> np.ndarray:
     above = np.minimum(below + 1, len(values) - 1)
     fraction = position - below
     return values[below] + (values[above] - values[below]) * fraction
-
-
-def _histogram_block(
-    block: np.ndarray,
-    lo: float,
-    scale: float,
-    edges: np.ndarray,
-    scaled: np.ndarray,
-    idx: np.ndarray,
-    counts: np.ndarray,
-) -> None:
-    """Add a block to the counts: value v goes to bin k when edges[k] <= v < edges[k + 1].
-
-    The bin is floor((v - lo) * scale), which rounding can put one bin off for
-    values within an ulp of an edge (common with integers); those few are
-    placed again by comparing with the edges themselves, so the counts agree
-    with anyone counting against the published edges.
-    """
-    import numpy as np
-
-    np.subtract(block, lo, out=scaled, casting="unsafe")
-    np.multiply(scaled, scale, out=scaled)
-    np.copyto(idx, scaled, casting="unsafe")
-    np.subtract(scaled, idx, out=scaled)  # fractional part, in [0, 1)
-    np.subtract(scaled, 0.5, out=scaled)
-    np.abs(scaled, out=scaled)
-    near = np.flatnonzero(scaled > 0.5 - 1e-9)
-    if len(near):
-        idx[near] = np.searchsorted(edges, block[near], side="right") - 1
-    np.minimum(idx, len(counts) - 1, out=idx)  # v >= lo, so never below bin 0
-    counts += np.bincount(idx, minlength=len(counts))
 
 
 def _ordered(column: pa.ChunkedArray, stats: dict[str, Any]) -> None:
@@ -386,9 +605,9 @@ def _ordered(column: pa.ChunkedArray, stats: dict[str, Any]) -> None:
         stats["distinct_estimate"] = int(pc.count_distinct(ints).as_py())
         stats["distinct_method"] = "exact"
     else:
-        hll = _HyperLogLog()
+        hll, scratch = _HyperLogLog(), _Scratch()
         for block in _blocks(ints):
-            hll.add(block)
+            hll.add(block, scratch)
         stats["distinct_estimate"], stats["distinct_method"] = hll.estimate(), "hll"
 
 
@@ -450,105 +669,165 @@ def _shlosser(frequencies: np.ndarray, sample_size: int, population: int) -> int
 
 
 # --------------------------------------------------------------------------
-# Blocks, sketches and helpers
+# Pieces, blocks, sketches and helpers
 # --------------------------------------------------------------------------
 
 
-def _blocks(column: pa.ChunkedArray) -> Iterator[np.ndarray]:
-    """The non-null values of a primitive column as numpy blocks of at most _BLOCK values.
-
-    Zero-copy where a piece has no nulls; a piece with nulls is compacted
-    (a bounded copy of at most _PIECE_ROWS values).
-    """
-    import pyarrow.compute as pc
-
+def _pieces(column: pa.ChunkedArray) -> list[list[pa.Array]]:
+    """The column cut into pieces of at most _PIECE_ROWS rows; small chunks share a piece."""
+    pieces: list[list[pa.Array]] = []
+    current: list[pa.Array] = []
+    rows = 0
     for chunk in column.chunks:
         for start in range(0, len(chunk), _PIECE_ROWS):
-            piece = chunk.slice(start, _PIECE_ROWS)
-            if piece.null_count:
-                piece = pc.drop_null(piece)
-            values = piece.to_numpy(zero_copy_only=True)
-            for s in range(0, len(values), _BLOCK):
-                yield values[s : s + _BLOCK]
+            part = chunk.slice(start, _PIECE_ROWS)
+            if current and rows + len(part) > _PIECE_ROWS:
+                pieces.append(current)
+                current, rows = [], 0
+            current.append(part)
+            rows += len(part)
+    if current:
+        pieces.append(current)
+    return pieces
 
 
-def _finite(block: np.ndarray) -> tuple[np.ndarray, Any, Any, int, int]:
-    """Drop NaN and +/-inf from a float block: (finite values, min, max, NaNs, infinities)."""
+def _values(piece: list[pa.Array]) -> np.ndarray:
+    """A piece's non-null values as one numpy array: zero-copy for one chunk without nulls."""
     import numpy as np
+    import pyarrow.compute as pc
 
-    if len(block) == 0:
-        return block, math.inf, -math.inf, 0, 0
-    # min/max propagate NaN and expose infinities: one cheap test for the common case.
-    low, high = block.min(), block.max()
-    if np.isfinite(low) and np.isfinite(high):
-        return block, low, high, 0, 0
-    nan = int(np.count_nonzero(np.isnan(block)))
-    kept = block[np.isfinite(block)]
-    if len(kept) == 0:
-        return kept, math.inf, -math.inf, nan, len(block) - nan
-    return kept, kept.min(), kept.max(), nan, len(block) - len(kept) - nan
+    arrays = [
+        (pc.drop_null(part) if part.null_count else part).to_numpy(zero_copy_only=True)
+        for part in piece
+    ]
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
+def _blocks(column: pa.ChunkedArray) -> Iterator[np.ndarray]:
+    """The non-null values of a primitive column as numpy blocks of at most _BLOCK values."""
+    for piece in _pieces(column):
+        values = _values(piece)
+        for start in range(0, len(values), _BLOCK):
+            yield values[start : start + _BLOCK]
+
+
+class _Scratch:
+    """Block-sized buffers that one thread reuses for every block.
+
+    Fresh temporaries of a few hundred KiB per block would be mapped and
+    unmapped each time, which costs more than the arithmetic on them.
+    """
+
+    __slots__ = ("flags", "hashed", "index", "shifted", "spare", "values", "work")
+
+    def __init__(self) -> None:
+        import numpy as np
+
+        self.values = np.empty(_BLOCK, np.float64)
+        self.work = np.empty(_BLOCK, np.float64)
+        self.spare = np.empty(_BLOCK, np.float64)
+        self.index = np.empty(_BLOCK, np.int64)
+        self.hashed = np.empty(_BLOCK, np.uint64)
+        self.shifted = np.empty(_BLOCK, np.uint64)
+        self.flags = np.empty(_BLOCK, np.bool_)
+
+
+class _Workspace:
+    """One profile call's scratch buffers, one set per thread, freed with the call."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def scratch(self) -> _Scratch:
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = _Scratch()
+        return scratch
 
 
 class _HyperLogLog:
     """HyperLogLog over the bit patterns of fixed-width values, fed numpy blocks.
 
     Values are mixed to 64 bits (splitmix64's finaliser, which reaches every
-    input bit), of which the top 32 are kept: 14 pick the register, the other
-    18 give the rank, enough for a few billion distinct values. Every step
-    writes into preallocated block-sized buffers, since temporaries of a few
-    hundred KiB would otherwise be mapped and unmapped on each block.
+    input bit), of which the top 32 are kept: the upper 18 give the rank (one
+    plus their leading zeros), the lower 14 pick the register, enough for a
+    few billion distinct values.
+
+    Most values cannot raise their register, and are dropped before ranking:
+    a value changes register j only if its top 32 bits are below
+    ``2**(32 - registers[j])`` (kept per register in ``limits``), and, once
+    every register holds at least r, only if its hash is below
+    ``2**(64 - r)``: one comparison over the whole block, which leaves a
+    share of 2**-r. The registers come out as if every value had been ranked.
     """
 
-    __slots__ = ("floats", "hashed", "high", "index", "rank", "registers", "spare")
+    __slots__ = ("floor", "limits", "registers")
 
     def __init__(self) -> None:
         import numpy as np
 
         self.registers = np.zeros(1 << _HLL_BITS, np.uint8)
-        self.hashed = np.empty(_BLOCK, np.uint64)
-        self.spare = np.empty(_BLOCK, np.uint64)
-        self.high = np.empty(_BLOCK, np.uint32)
-        self.index = np.empty(_BLOCK, np.uint32)
-        self.floats = np.empty(_BLOCK, np.float32)
-        self.rank = np.empty(_BLOCK, np.uint8)
+        self.limits = np.full(1 << _HLL_BITS, 1 << 32, np.uint64)  # see add
+        self.floor = 0  # the smallest register
 
-    def add(self, block: np.ndarray) -> None:
+    @classmethod
+    def merge(cls, sketches: list[_HyperLogLog]) -> _HyperLogLog:
+        """One sketch of everything the given sketches saw."""
         import numpy as np
 
-        u, u32 = np.uint64, np.uint32
+        merged = cls()
+        for sketch in sketches:
+            np.maximum(merged.registers, sketch.registers, out=merged.registers)
+        return merged
+
+    def add(self, block: np.ndarray, scratch: _Scratch) -> None:
+        import numpy as np
+
+        if self.floor >= _HLL_MAX_RANK:
+            return
+        u = np.uint64
         m = len(block)
-        h, t = self.hashed[:m], self.spare[:m]
+        hashed, shifted = scratch.hashed[:m], scratch.shifted[:m]
         if block.dtype.itemsize == 8:
             v = block.view(u)
         else:
-            v = h
-            np.copyto(h, block.view(f"u{block.dtype.itemsize}"), casting="unsafe")
-        np.right_shift(v, u(32), out=t)
-        np.bitwise_xor(v, t, out=h)
-        np.multiply(h, u(0xBF58476D1CE4E5B9), out=h)
-        np.right_shift(h, u(29), out=t)
-        np.bitwise_xor(h, t, out=h)
-        np.multiply(h, u(0x94D049BB133111EB), out=h)
-        np.right_shift(h, u(32), out=t)
-        a, index = self.high[:m], self.index[:m]
-        np.copyto(a, t, casting="unsafe")
-        np.right_shift(a, u32(32 - _HLL_BITS), out=index)
-        # Rank = 1 + leading zeros of the bits below the index, read off the
-        # exponent of their value as a float32; shifting right by one first
-        # keeps the conversion in the fast signed range.
-        np.left_shift(a, u32(_HLL_BITS), out=a)
-        np.right_shift(a, u32(1), out=a)
-        f = self.floats[:m]
-        np.copyto(f, a.view(np.int32), casting="unsafe")
-        np.right_shift(f.view(np.uint32), u32(23), out=a)
-        # bit length L = exponent - 125 (one bit shifted out); rank = 33 - L.
-        # Zero bits give exponent 0: clamp to the largest rank, 33 - index bits.
-        e = a.view(np.int32)
-        np.subtract(np.int32(158), e, out=e)
-        np.minimum(e, 33 - _HLL_BITS, out=e)
-        rank = self.rank[:m]
-        np.copyto(rank, e, casting="unsafe")
+            v = hashed
+            np.copyto(hashed, block.view(f"u{block.dtype.itemsize}"), casting="unsafe")
+        np.right_shift(v, u(32), out=shifted)
+        np.bitwise_xor(v, shifted, out=hashed)
+        np.multiply(hashed, u(0xBF58476D1CE4E5B9), out=hashed)
+        np.right_shift(hashed, u(29), out=shifted)
+        np.bitwise_xor(hashed, shifted, out=hashed)
+        np.multiply(hashed, u(0x94D049BB133111EB), out=hashed)
+        flags = scratch.flags[:m]
+        if self.floor:
+            np.less(hashed, u(1 << (64 - self.floor)), out=flags)
+            # Few are kept: gathering their positions beats a boolean mask.
+            top = np.take(hashed, np.flatnonzero(flags)) >> u(32)
+            index = (top & u((1 << _HLL_BITS) - 1)).view(np.int64)
+            limits = np.take(self.limits, index)
+        else:  # early on, or few distinct values: the per-register test on every value
+            top = shifted
+            np.right_shift(hashed, u(32), out=top)
+            index = scratch.index[:m]
+            np.bitwise_and(top, u((1 << _HLL_BITS) - 1), out=index.view(u))
+            limits = hashed
+            np.take(self.limits, index, out=limits)
+        flags = flags[: len(top)]
+        np.less(top, limits, out=flags)
+        keep = np.flatnonzero(flags)
+        if len(keep) == 0:
+            return
+        top, index = np.take(top, keep), np.take(index, keep)
+        # Bit length of the rank bits from the exponent of their value as a
+        # float32 (exact below 2**24): e - 126 for a biased exponent e; 0 reads
+        # as e = 0 and is clamped to the largest rank.
+        bits = (top >> u(_HLL_BITS)).astype(np.int32).astype(np.float32).view(np.int32)
+        rank = np.minimum(_HLL_MAX_RANK + 126 - (bits >> 23), _HLL_MAX_RANK).astype(np.uint8)
         np.maximum.at(self.registers, index, rank)
+        # 2**(32 - r): values of rank r + 1 and up have top bits below it.
+        np.right_shift(u(1 << 32), self.registers, out=self.limits)
+        self.floor = int(self.registers.min())
 
     def estimate(self) -> int:
         import numpy as np
