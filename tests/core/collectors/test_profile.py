@@ -251,3 +251,131 @@ def test_schema_of():
         {"name": "b", "type": "large_string", "nullable": True},
     )
     assert schema_of(pd.DataFrame({"o": [1, "a"]}))[0]["type"] == "object"
+
+
+# --------------------------------------------------------------------------
+# The fast numeric path: pieces, threads, fixed-point bins, the skipping sketch
+# --------------------------------------------------------------------------
+
+
+def _hard_columns() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(6)
+    return {
+        "ints on edges": rng.integers(-50, 51, 3000),
+        "far from zero": 1e9 + rng.integers(0, 100, 3000) * 0.25,
+        "tenths": rng.integers(0, 7, 3000) * 0.1,
+        "thirds": rng.integers(-3, 4, 3000) / 3.0,
+        "epoch seconds": 1.7e9 + rng.integers(0, 3600, 3000).astype(float),
+        "tiny": rng.random(3000) * 1e-300,
+        "wide ints": rng.integers(-(2**62), 2**62, 3000),
+        "float32": rng.normal(0, 1, 3000).astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize("bins", [1, 3, 20, 33, 1000])
+def test_histogram_agrees_with_numpy_on_values_near_edges(bins):
+    """Counts equal np.histogram's against the published edges, which are np.linspace's."""
+    for name, x in _hard_columns().items():
+        stats = _column(pa.table({"x": x}), bins=bins)
+        edges = np.array(stats["histogram"]["edges"])
+        xf = x.astype(np.float64)
+        assert edges.tolist() == np.linspace(xf.min(), xf.max(), bins + 1).tolist(), name
+        counts, _ = np.histogram(xf, bins=edges)
+        assert stats["histogram"]["counts"] == counts.tolist(), name
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # std, not the histogram
+def test_histogram_of_a_span_that_overflows_stays_finite():
+    """Values from -1e308 to 1e308 get finite, uniform edges and every value counted."""
+    x = np.array([-1e308, -1.0, 0.0, 1.0, 1e308] * 20)
+    stats = _column(pa.table({"x": x}), bins=4)
+    assert stats["histogram"]["edges"] == [-1e308, -5e307, 0.0, 5e307, 1e308]
+    assert stats["histogram"]["counts"] == [20, 20, 40, 20]
+    json.dumps(stats["histogram"], allow_nan=False)
+
+
+def test_threads_and_pieces_do_not_change_the_profile():
+    """The same table profiled on a thread pool, in many chunks, gives the serial profile."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flowrecord.collectors.profile import _profile_columns
+
+    rng = np.random.default_rng(7)
+    n = 1_300_000  # three pieces of 2**19 rows
+    x = rng.normal(0, 1, n)
+    x[rng.integers(0, n, 500)] = np.nan
+    table = pa.table(
+        {
+            "f": pa.array(x, mask=rng.random(n) < 0.05),
+            "i": rng.integers(0, 1000, n).astype(np.int32),
+        }
+    )
+    fields, columns = list(table.schema), table.columns
+    serial = _profile_columns(fields, columns, 20, 101, map)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        threaded = _profile_columns(fields, columns, 20, 101, pool.map)
+    assert threaded == serial
+    assert serial[0][0]["nan"] > 0 and serial[0][0]["nulls"] > 0
+    assert serial[1][0]["distinct_estimate"] == pytest.approx(1000, rel=0.03)
+
+
+def test_sketch_skips_only_values_that_cannot_change_it():
+    """The sketch's registers equal those of ranking every value, the plain way."""
+    from flowrecord.collectors.profile import _BLOCK, _HyperLogLog, _Scratch
+
+    def plain_registers(x: np.ndarray) -> np.ndarray:
+        u = np.uint64
+        v = x.view(u) if x.dtype.itemsize == 8 else x.view(f"u{x.dtype.itemsize}").astype(u)
+        h = (v ^ (v >> u(32))) * u(0xBF58476D1CE4E5B9)
+        h = (h ^ (h >> u(29))) * u(0x94D049BB133111EB)
+        top = h >> u(32)
+        rank_bits = (top >> u(14)).astype(np.int64)
+        bit_length = np.zeros(len(rank_bits), np.int64)
+        for b in range(18):
+            bit_length[rank_bits >= (1 << b)] = b + 1
+        registers = np.zeros(1 << 14, np.uint8)
+        np.maximum.at(
+            registers, (top & u(16383)).astype(np.intp), (19 - bit_length).astype(np.uint8)
+        )
+        return registers
+
+    rng = np.random.default_rng(8)
+    for x in (
+        rng.random(400_000),
+        rng.integers(0, 1000, 200_000),
+        np.arange(300_000, dtype=np.int32),
+    ):
+        sketch, scratch = _HyperLogLog(), _Scratch()
+        for start in range(0, len(x), _BLOCK):
+            sketch.add(x[start : start + _BLOCK], scratch)
+        assert np.array_equal(sketch.registers, plain_registers(x))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda rng: np.arange(300_000).astype(np.float64),  # floats with zero low bits
+        lambda rng: np.arange(300_000) * 1000,
+        lambda rng: np.round(rng.random(300_000) * 1000, 2),
+        lambda rng: rng.integers(0, 1000, 300_000),  # few distinct values, many rows
+        lambda rng: rng.random(300_000).astype(np.float32),
+    ],
+)
+def test_distinct_estimate_is_close_on_structured_data(make):
+    """HyperLogLog estimates stay within 3% on sequences, rounded and low-cardinality data."""
+    x = make(np.random.default_rng(9))
+    stats = _column(pa.table({"x": x}))
+    assert stats["distinct_method"] == "hll"
+    assert stats["distinct_estimate"] == pytest.approx(len(np.unique(x)), rel=0.03)
+
+
+def test_many_nans_leave_few_enough_finite_values_for_an_exact_count():
+    """Distinct is exact when at most 2**16 values are finite, however many are NaN."""
+    x = np.full(100_000, np.nan)
+    x[:1000] = np.arange(1000) % 7
+    stats = _column(pa.table({"x": x}))
+    assert (stats["nan"], stats["distinct_estimate"], stats["distinct_method"]) == (
+        99_000,
+        7,
+        "exact",
+    )
