@@ -4,8 +4,9 @@ All variants materialise the same 50 independent assets in process, with the
 same IO manager (in memory, so storage does not blur the comparison) and the
 console logger at WARNING, on a fresh ephemeral instance each time. The
 instrumented runs record into a temporary ``FLOWRECORD_HOME`` with the default
-settings, and once more with system sampling off, to show what the per-task
-sampler costs. The variants alternate over several rounds after a warm-up and
+settings, then with system sampling off (the per-task sampler thread), then also
+without code capture (git and package listing, once per run), to show where the
+cost lies. The variants alternate over several rounds after a warm-up and
 the medians are compared, so the machine's noise hits all alike. Wall time is
 what a user waits; process CPU time (every thread, the recorder's background
 writer and sampler included) is steadier on a shared machine.
@@ -63,14 +64,20 @@ def _run(assets: list, resources: dict) -> tuple[float, float]:
     return wall, cpu
 
 
-def _sampling(on: bool) -> Callable[[], None]:
+def _settings(sampling: bool, code: bool) -> Callable[[], None]:
+    """Switch system sampling and code capture, restarting the recorder when they change."""
+    wanted = {
+        "FLOWRECORD_SYSTEM_SAMPLING": "1" if sampling else "0",
+        "FLOWRECORD_CAPTURE_CODE": "1" if code else "0",
+    }
+
     def switch() -> None:
         from flowrecord import recorder
         from flowrecord.config import reset_config
 
-        if os.environ.get("FLOWRECORD_SYSTEM_SAMPLING") != ("1" if on else "0"):
-            recorder.shutdown()  # the next call starts a runtime with the new setting
-            os.environ["FLOWRECORD_SYSTEM_SAMPLING"] = "1" if on else "0"
+        if any(os.environ.get(k) != v for k, v in wanted.items()):
+            recorder.shutdown()  # the next call starts a runtime with the new settings
+            os.environ.update(wanted)
             reset_config()
 
     return switch
@@ -98,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     with_fr = ([*recorded.assets, *recorded.asset_checks], dict(recorded.resources))
     variants: dict[str, tuple[Callable[[], None], list, dict]] = {
         "without flowrecord": (lambda: None, list(plain.assets), dict(plain.resources)),
-        "with flowrecord": (_sampling(True), *with_fr),
-        "  ... sampling off": (_sampling(False), *with_fr),
+        "with flowrecord": (_settings(sampling=True, code=True), *with_fr),
+        "  sampling off": (_settings(sampling=False, code=True), *with_fr),
+        "  + code capture off": (_settings(sampling=False, code=False), *with_fr),
     }
     for prepare, assets, resources in variants.values():  # warm-up: imports, store
         prepare()
