@@ -14,7 +14,10 @@ alternating; default 1 GiB) and measures, in one run:
 * the floor: a numpy sum over the same buffers (one thread), and xxh3-128 over
   the raw buffers with one thread per core, which is what a fingerprint
   could at best cost;
-* ``profile`` in rows/s and values/s;
+* ``profile`` in rows/s and values/s, on the table and on one float64
+  column of ``--profile-rows`` rows, each beside ``pyarrow.compute.min_max``
+  over the same columns in the same run (a C++ pass that reads every value
+  once: what a profile costs next to the cheapest statistic there is);
 * the extra memory each fingerprint needs: peak Arrow allocations
   (``pool.max_memory()`` above what was allocated before) and peak RSS
   (sampled every 2 ms) above the starting RSS.
@@ -125,6 +128,14 @@ def numpy_sum(table: pa.Table) -> float:
     )
 
 
+def min_max_all(table: pa.Table) -> None:
+    """pyarrow.compute.min_max over every column: the baseline a profile is set against."""
+    import pyarrow.compute as pc
+
+    for column in table.columns:
+        pc.min_max(column)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -135,6 +146,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--mlflow-rows", type=int, default=200_000, help="rows given to MLflow's digest"
+    )
+    parser.add_argument(
+        "--profile-rows",
+        type=int,
+        default=10_000_000,
+        help="rows of the one-column table profiled (default 10,000,000)",
     )
     args = parser.parse_args()
 
@@ -202,6 +219,10 @@ def main() -> None:
 
     seconds, prof = best_of(args.repeat, lambda: profile(table))
     assert prof["row_count"] == rows
+    min_max_seconds, _ = best_of(args.repeat, partial(min_max_all, table))
+    single = pa.table({"x": np.random.default_rng(2).random(args.profile_rows)})
+    single_seconds, _ = best_of(args.repeat, partial(profile, single))
+    single_min_max, _ = best_of(args.repeat, partial(min_max_all, single))
 
     width = max(len(r[0]) for r in results) + 2
     print()
@@ -209,10 +230,24 @@ def main() -> None:
     for name, secs, rate, mem in results:
         value = float(rate.split()[0])
         print(f"{name:<{width}}{secs:9.3f}  {rate:>11}  {value / ours:7.2f}  {mem}")
-    print(
-        f"{'flowrecord profile':<{width}}{seconds:9.3f}  {rows / seconds / 1e6:6.1f} M rows/s"
-        f"  ({rows * COLUMNS / seconds / 1e6:,.0f} M values/s over {COLUMNS} columns)"
-    )
+    print()
+    print(f"{'profile':<{width}}{'seconds':>9}  {'M rows/s':>9}  {'M values/s':>11}  x min_max")
+    for name, secs, n_rows, n_cols, base in (
+        (f"flowrecord profile, {COLUMNS} columns", seconds, rows, COLUMNS, min_max_seconds),
+        ("pyarrow min_max, same columns", min_max_seconds, rows, COLUMNS, min_max_seconds),
+        (
+            "flowrecord profile, 1 float64 column",
+            single_seconds,
+            args.profile_rows,
+            1,
+            single_min_max,
+        ),
+        ("pyarrow min_max, same column", single_min_max, args.profile_rows, 1, single_min_max),
+    ):
+        print(
+            f"{name:<{width}}{secs:9.3f}  {n_rows / secs / 1e6:9.1f}  "
+            f"{n_rows * n_cols / secs / 1e6:11.1f}  {secs / base:8.1f}"
+        )
     print()
     print("ratios:")
     print(
@@ -227,6 +262,11 @@ def main() -> None:
             f"  fingerprint vs mlflow digest         {ours / peer_mlflow:6.2f}x faster (per byte given)"
         )
     print(f"  goal 8 GB/s: {'met' if ours >= 8 else 'not met'} ({ours:.2f} GB/s)")
+    values_per_second = rows * COLUMNS / seconds
+    print(
+        f"  profile goal 50M values/s: {'met' if values_per_second >= 50e6 else 'not met'} "
+        f"({values_per_second / 1e6:.1f}M values/s over {COLUMNS} columns)"
+    )
 
 
 if __name__ == "__main__":
