@@ -153,6 +153,19 @@ def _example_flow(world: MetaflowWorld) -> tuple[str, str, str]:
         return result.status, result.run.id, result.stdout + result.stderr
 
 
+def _gate_flow(world: MetaflowWorld) -> tuple[RunResult, RunResult]:
+    # One model, two candidates in turn: the first promoted, the second refused.
+    flow = FLOWS / "gate_flow.py"
+    promoted = world.run(flow, "run", "--with", "flowrecord", "--model", "gated", "--auc", "0.9")
+    refused = world.run(flow, "run", "--with", "flowrecord", "--model", "gated", "--auc", "0.7")
+    return promoted, refused
+
+
+def _blocking_gate_flow(world: MetaflowWorld) -> RunResult:
+    flow = FLOWS / "blocking_gate_flow.py"
+    return world.run(flow, "run", "--auc", "0.5")
+
+
 def _default_decospecs(world: MetaflowWorld) -> RunResult:
     env = {"METAFLOW_DEFAULT_DECOSPECS": "flowrecord"}
     return world.run(FLOWS / "tiny_flow.py", "run", env=env)
@@ -174,6 +187,8 @@ FLOW_RUNS: dict[str, Callable[[MetaflowWorld], Any]] = {
     "example_run": _example_flow,
     "decospec_run": _default_decospecs,
     "broken_store_run": _broken_store,
+    "gate_runs": _gate_flow,
+    "blocked_gate_run": _blocking_gate_flow,
 }
 #: Runs made in the main thread, when their fixture asks (the others run beside them).
 MAIN_THREAD = frozenset({"example_run"})

@@ -240,9 +240,8 @@ def test_card_shows_only_its_task_and_every_section() -> None:
     """The card lists this task's metrics, datasets, validations, usage and params, no other's."""
 
     collector = TaskCardCollector()
-    collector.follow("t-1")
     _feed(collector, "t-1")
-    parts = card_components(collector.card)
+    parts = card_components(collector.card("t-1"))
     rendered = [p.render() for p in parts]
     tables = {}
     heading = None
@@ -264,8 +263,10 @@ def test_card_shows_only_its_task_and_every_section() -> None:
 def test_card_of_a_task_that_recorded_nothing_says_so() -> None:
     """With no events, each section states that nothing was recorded rather than vanishing."""
     collector = TaskCardCollector()
-    collector.follow("t-2")
-    text = " ".join(str(p.render().get("source", "")) for p in card_components(collector.card))
+    _feed(collector, "t-1")
+    text = " ".join(
+        str(p.render().get("source", "")) for p in card_components(collector.card("t-2"))
+    )
     for phrase in ("no metrics logged", "no datasets", "no validations", "no system usage"):
         assert phrase in text
 

@@ -1,4 +1,4 @@
-"""flowrecord for Metaflow: every step recorded, results as cards.
+"""flowrecord for Metaflow: every step recorded, results as cards, gates and retraining native.
 
 Installing ``flowrecord-metaflow`` adds two decorators to Metaflow through its
 extension mechanism (``metaflow_extensions.flowrecord``)::
@@ -18,10 +18,16 @@ system/GPU usage, the flow's Parameters (secrets redacted), metrics logged in
 the body with ``flowrecord.log_metric``, declared validations and the lineage
 of the artifacts the step read and wrote (see :mod:`flowrecord_metaflow.lineage`).
 
+The model lifecycle comes as Metaflow constructs (:mod:`flowrecord_metaflow.lifecycle`):
+``@flowrecord_gate`` applies a promotion gate before a step that branches on it
+with Metaflow's switch, and ``@flowrecord_retrain(policy)`` compiles a retraining
+policy into ``@schedule`` and ``@trigger``::
+
+    from flowrecord_metaflow import flowrecord_gate, flowrecord_retrain
+
 This package holds the adapter (:mod:`~flowrecord_metaflow.recording`), the
-lineage of artifacts and the card; the decorator classes live in the extension
-module Metaflow loads. Promotion gates and retraining policies will come as
-``flowrecord_metaflow.lifecycle``.
+lineage of artifacts, the card and the lifecycle constructs; the decorator
+classes live in the extension module Metaflow loads.
 """
 
 from __future__ import annotations
@@ -34,13 +40,45 @@ from flowrecord_metaflow.recording import StepSettings, task_name
 
 __all__ = [
     "CARD_ID",
+    "PROMOTED",
+    "REFUSED",
     "FlowrecordFlowDecorator",
     "FlowrecordStepDecorator",
     "MetaflowArtifact",
+    "PromotionRefused",
+    "RetrainCheck",
+    "RetrainDecorators",
     "StepSettings",
+    "artifact_datasets",
     "artifact_uri",
+    "check_retrain",
+    "eventbridge_cron",
+    "flowrecord_gate",
+    "flowrecord_retrain",
+    "promote",
+    "retrain_decorators",
+    "retrain_event_name",
     "task_name",
 ]
+
+# Names of flowrecord_metaflow.lifecycle, which imports Metaflow.
+_LIFECYCLE = frozenset(
+    {
+        "PROMOTED",
+        "REFUSED",
+        "PromotionRefused",
+        "RetrainCheck",
+        "RetrainDecorators",
+        "artifact_datasets",
+        "check_retrain",
+        "eventbridge_cron",
+        "flowrecord_gate",
+        "flowrecord_retrain",
+        "promote",
+        "retrain_decorators",
+        "retrain_event_name",
+    }
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -52,4 +90,9 @@ def __getattr__(name: str) -> Any:
         from metaflow_extensions.flowrecord.plugins import flowrecord_decorator
 
         return getattr(flowrecord_decorator, name)
+    if name in _LIFECYCLE:
+        # Same reason: the lifecycle constructs subclass Metaflow's and import it.
+        from flowrecord_metaflow import lifecycle
+
+        return getattr(lifecycle, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

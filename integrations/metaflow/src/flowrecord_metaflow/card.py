@@ -2,11 +2,12 @@
 
 ``@flowrecord(card=True)`` attaches a ``blank`` Metaflow card with the id
 ``flowrecord`` to the step. While the task runs, :class:`TaskCardCollector`
-listens beside flowrecord's backends (an in-process plugin of the same hooks)
-and keeps what *this* task recorded, whether the decorator or the step body
-logged it; when the task ends, :func:`card_components` turns that into card
-components, which Metaflow renders once the task succeeded. Cards are read
-back with Metaflow's own API::
+listens beside flowrecord's backends (an in-process plugin of the same hooks,
+joined to the live recorder and never spooled) and keeps what each task of the
+process recorded, whether the decorator or the step body logged it; when the
+task ends, :func:`card_components` turns its :class:`TaskCard` into card
+components, which Metaflow renders once the task succeeded. Cards are read back
+with Metaflow's own API::
 
     from metaflow.cards import get_cards
     html = get_cards("TrainFlow/1700/train/3", id="flowrecord")[0].get()
@@ -66,30 +67,37 @@ class TaskCard:
 
 
 class TaskCardCollector:
-    """A flowrecord plugin that keeps, in memory, the events of one task for its card.
+    """A flowrecord plugin that keeps, in memory, what each task recorded, for its card.
 
-    Registered beside the backends (:func:`flowrecord.recorder.register_backend`)
-    before the task process starts recording; :meth:`follow` names the task.
+    Registered beside the backends with
+    ``flowrecord.recorder.register_backend(name, collector, spool=False)``, at any
+    time before the task opens; :meth:`card` gives one task's.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.card = TaskCard()
+        self._cards: dict[str, TaskCard] = {}
 
-    def follow(self, task_id: str) -> None:
-        """Keep the events of *task_id* from now on (and forget any other task's)."""
+    def card(self, task_id: str) -> TaskCard:
+        """What task *task_id* recorded so far (an empty card if nothing)."""
         with self._lock:
-            self.card = TaskCard(task_id=task_id)
+            return self._cards.get(task_id) or TaskCard(task_id=task_id)
 
-    def _mine(self, event: Any) -> bool:
-        return self.card.task_id is not None and event.task_id == self.card.task_id
+    def _of(self, event: Any) -> TaskCard | None:
+        task_id = getattr(event, "task_id", None)
+        if task_id is None:
+            return None  # run-level events belong to no task's card
+        card = self._cards.get(task_id)
+        if card is None:
+            card = self._cards[task_id] = TaskCard(task_id=task_id)
+        return card
 
     @hookimpl
     def flowrecord_task_finished(self, tasks: Sequence[Any]) -> None:
         with self._lock:
             for event in tasks:
-                if self._mine(event):
-                    card = self.card
+                card = self._of(event)
+                if card is not None:
                     card.name, card.try_number = event.name, event.try_number
                     card.state, card.duration_s = str(event.state), event.duration_s
                     card.error = event.error
@@ -98,12 +106,13 @@ class TaskCardCollector:
     def flowrecord_metrics_logged(self, metrics: Sequence[Any]) -> None:
         with self._lock:
             for point in metrics:
-                if not self._mine(point):
+                card = self._of(point)
+                if card is None:
                     continue
                 value = float(point.value)
-                series = self.card.metrics.get(point.key)
+                series = card.metrics.get(point.key)
                 if series is None:
-                    self.card.metrics[point.key] = MetricSeries(
+                    card.metrics[point.key] = MetricSeries(
                         last=value, low=value, high=value, last_step=point.step
                     )
                 else:
@@ -113,25 +122,33 @@ class TaskCardCollector:
     def flowrecord_params_logged(self, params: Sequence[Any]) -> None:
         with self._lock:
             for event in params:
-                if self._mine(event):
-                    self.card.params[event.key] = event.value
+                card = self._of(event)
+                if card is not None:
+                    card.params[event.key] = event.value
 
     @hookimpl
     def flowrecord_dataset_logged(self, datasets: Sequence[Any]) -> None:
         with self._lock:
-            self.card.datasets.extend(e for e in datasets if self._mine(e))
+            for event in datasets:
+                card = self._of(event)
+                if card is not None:
+                    card.datasets.append(event)
 
     @hookimpl
     def flowrecord_validation_recorded(self, validations: Sequence[Any]) -> None:
         with self._lock:
-            self.card.validations.extend(e for e in validations if self._mine(e))
+            for event in validations:
+                card = self._of(event)
+                if card is not None:
+                    card.validations.append(event)
 
     @hookimpl
     def flowrecord_system_usage_recorded(self, usages: Sequence[Any]) -> None:
         with self._lock:
             for event in usages:
-                if self._mine(event):
-                    self.card.system = dict(event.summary)
+                card = self._of(event)
+                if card is not None:
+                    card.system = dict(event.summary)
 
 
 # ---------------------------------------------------------------------------

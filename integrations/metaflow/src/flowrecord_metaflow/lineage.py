@@ -11,10 +11,11 @@ the input datastores' loads.
 
 Data frames and Arrow tables are handed to :func:`flowrecord.log_dataset` as
 objects, so they get a content fingerprint, a schema and a profile; any other
-artifact is linked by Metaflow's identity, the URI
-``metaflow://Flow/run_id/step/task_id/name#sha1=<sha>``: the task it was read
-from or written by (the part Metaflow's client takes as a pathspec) and the sha
-that makes equal content equal across tasks and runs. Nothing here loads an
+artifact is recorded by Metaflow's identity: the URI
+``metaflow://Flow/run_id/step/task_id/name#sha1=<sha>`` (the task it was read
+from or written by, the part Metaflow's client takes as a pathspec) and, as its
+fingerprint, ``metaflow-sha1:<sha>``, which makes equal content equal across
+tasks and runs without flowrecord reading the value. Nothing here loads an
 artifact the step did not load itself.
 """
 
@@ -29,6 +30,7 @@ from typing import Any
 from flowrecord import recorder
 
 __all__ = [
+    "SHA_FINGERPRINT_PREFIX",
     "ArtifactTracker",
     "MetaflowArtifact",
     "artifact_uri",
@@ -40,6 +42,10 @@ log = logging.getLogger("flowrecord")
 
 #: Names Metaflow keeps on every flow object for itself; never lineage.
 _RESERVED = frozenset({"name", "input", "index"})
+
+#: How the fingerprint of an artifact recorded by Metaflow's sha starts: the sha1 of
+#: Metaflow's serialised value, not of the data's content (a frame gets ``xxh3:``).
+SHA_FINGERPRINT_PREFIX = "metaflow-sha1:"
 
 
 def artifact_uri(
@@ -76,8 +82,8 @@ def is_data_frame(obj: object) -> bool:
 class MetaflowArtifact:
     """A Metaflow artifact as Metaflow identifies it: task, name and content sha.
 
-    Stands in for the value in the record when the value itself must not be
-    described (a string or path, which flowrecord would read as a file).
+    Stands in for the value in the record when the value is not at hand (an
+    artifact the step wrote but no longer holds).
     """
 
     uri: str
@@ -141,6 +147,8 @@ class ArtifactTracker:
         self.task_id = str(task_id)
         self.exclude = frozenset(exclude)
         self.reads: list[MetaflowArtifact] = []
+        self.read_events: dict[str, Any] = {}
+        """Artifact name -> the dataset event of its (first) read in this step."""
         self._seen: set[tuple[str, str]] = set()
         self._inputs: list[Any] = []
         self._input_items: list[dict[str, str]] = []
@@ -216,7 +224,9 @@ class ArtifactTracker:
         self.reads.append(ref)
         # Recorded at load time: a frame is fingerprinted as it was read, before
         # the step has a chance to change it in place.
-        log_artifact_dataset(ref, obj, role="input")
+        event = log_artifact_dataset(ref, obj, role="input")
+        if event is not None:
+            self.read_events.setdefault(name, event)
 
     # -- writes ----------------------------------------------------------------
 
@@ -251,16 +261,30 @@ class ArtifactTracker:
 _MISSING = object()
 
 
-def log_artifact_dataset(ref: MetaflowArtifact, obj: object, *, role: str) -> None:
-    """Hand one artifact to the recorder, by value or, where that would mislead, by identity.
+def log_artifact_dataset(ref: MetaflowArtifact, obj: object, *, role: str) -> Any:
+    """Hand one artifact to the recorder; returns its dataset event (None if that failed).
 
-    Frames and tables go as values (fingerprint, schema, profile); so does any
-    other object, which the recorder links by name and type. A string or path
-    goes as a :class:`MetaflowArtifact`: the recorder would take it for a file
-    to fingerprint, and an artifact naming a big directory must not cost a walk.
+    Frames and tables go as values (fingerprint, schema, profile). Any other
+    artifact goes with Metaflow's sha as its fingerprint, so the recorder reads
+    nothing: a string naming a big directory costs no walk, a model no pickling.
     """
-    value: object = ref if obj is _MISSING or isinstance(obj, str | bytes | os.PathLike) else obj
     try:
-        recorder.log_dataset(value, name=ref.name, role=role, uri=ref.uri)
+        if obj is not _MISSING and is_data_frame(obj):
+            return recorder.log_dataset(obj, name=ref.name, role=role, uri=ref.uri)
+        if ref.sha:
+            return recorder.log_dataset(
+                ref,
+                name=ref.name,
+                role=role,
+                uri=ref.uri,
+                fingerprint=SHA_FINGERPRINT_PREFIX + ref.sha,
+                data_type=ref.type_name or "metaflow artifact",
+            )
+        # No sha (a datastore that could not say): describe the value, as any object.
+        value: object = (
+            ref if obj is _MISSING or isinstance(obj, str | bytes | os.PathLike) else obj
+        )
+        return recorder.log_dataset(value, name=ref.name, role=role, uri=ref.uri)
     except Exception as exc:
         log.warning("flowrecord: could not record artifact %s: %s", ref.uri, exc)
+        return None

@@ -12,6 +12,11 @@ The launching process (``python flow.py run``) opens and closes the run itself
 (:func:`open_run`, :func:`close_run`), and on a ``resume`` it also records the
 tasks Metaflow cloned from the original run.
 
+A step that chooses a branch (Metaflow's switch, ``self.next({...}, condition=...)``)
+also records the branches it did not take, as ``skipped`` tasks: a deploy step
+that a refused promotion gate kept from running shows in the record as skipped,
+the way Airflow and Dagster report theirs.
+
 Recording fails open: every step here logs and carries on when flowrecord or a
 backend misbehaves; the one error that reaches the user's step is a validation
 whose policy is ``fail``.
@@ -37,7 +42,9 @@ __all__ = [
     "TaskRecording",
     "ValidationNotRun",
     "close_run",
+    "current_recording",
     "open_run",
+    "skipped_branches",
     "task_name",
 ]
 
@@ -315,6 +322,18 @@ def record_cloned_tasks(run: recorder.RunHandle, *, metadata: Any = None) -> int
 # a task process: one task
 # ---------------------------------------------------------------------------
 
+#: The name the card listener is registered under, beside the backends.
+CARD_LISTENER = "metaflow-card"
+
+# A task process runs one task; user code in the step body (artifact_datasets)
+# reaches its recording through this.
+_current: TaskRecording | None = None
+
+
+def current_recording() -> TaskRecording | None:
+    """The recording of the task this process is running, if ``@flowrecord`` records it."""
+    return _current
+
 
 class TaskRecording:
     """The record of one Metaflow task attempt, fed by the step decorator's hooks."""
@@ -327,6 +346,12 @@ class TaskRecording:
         self.exception: BaseException | None = None
         self.state: State | None = None
         self.is_end_step = False
+        self.card: Any = None
+        """The :class:`~flowrecord_metaflow.card.TaskCardCollector` listening, with ``card=True``."""
+        self.skipped: list[str] = []
+        """Steps a switch step did not branch to (recorded as skipped if the task succeeds)."""
+        self._condition: str | None = None
+        self._indices: list[int] = []
 
     def start(
         self,
@@ -344,9 +369,18 @@ class TaskRecording:
         """Open run and task, record Parameters, start watching artifact loads."""
         from metaflow import current
 
+        global _current
+        _current = self
         self.is_end_step = is_end_step
         flow_name = flow.name
         self.run = recorder.start_run(flow_name, str(run_id), orchestrator=ORCHESTRATOR)
+        if self.settings.card:
+            # Joins the live runtime before the task opens, so the card sees all of
+            # it; never spooled: nothing could replay into a card once rendered.
+            from flowrecord_metaflow.card import TaskCardCollector
+
+            self.card = TaskCardCollector()
+            _quietly(_listen, self.card)
         names, values = _parameters(flow)
         if is_start_step and values:
             # Parameters are the run's settings: recorded once on the run, by the
@@ -384,14 +418,22 @@ class TaskRecording:
         self.tracker = ArtifactTracker(flow_name, str(run_id), step, str(task_id), exclude=names)
         self.tracker.watch(inputs, output)
 
-    def step_completed(self, flow: Any) -> None:
+    def step_completed(self, flow: Any, graph: Any = None) -> None:
         """The step body returned: run declared validations, note what it left on ``self``.
+
+        With *graph*, a switch step also notes the branches it did not take (the
+        condition's value is on ``self`` only until Metaflow persists it).
 
         :raises flowrecord.collectors.validation.ValidationFailed: a validation
             failed under the ``fail`` policy (this fails the step, as asked).
         """
         if self.tracker is not None:
             _quietly(self.tracker.keep_candidates, flow)
+        if graph is not None and self.task is not None:
+            step = str(self.task.attributes.get("step", self.task.name))
+            self.skipped = _quietly(skipped_branches, graph, step, flow) or []
+            self._condition = getattr(graph[step], "condition", None) if self.skipped else None
+            self._indices = _foreach_indices(flow)
         self._validate(flow)
 
     def step_failed(self, flow: Any, exception: BaseException) -> None:
@@ -433,9 +475,14 @@ class TaskRecording:
         log.warning("flowrecord: %s", message)
 
     def finish(self, *, is_task_ok: bool, retry_count: int, max_user_code_retries: int) -> State:
-        """Record what the step wrote and close the task with Metaflow's verdict; flush."""
+        """Record what the step wrote and close the task with Metaflow's verdict; flush.
+
+        A switch step that succeeded also records the branches it did not take.
+        """
         if self.tracker is not None:
             _quietly(self.tracker.record_writes)
+        if is_task_ok and self.skipped:
+            _quietly(self._record_skipped)
         if is_task_ok:
             state = State.SUCCEEDED
         elif retry_count < max_user_code_retries:
@@ -454,6 +501,71 @@ class TaskRecording:
             recorder.end_run(self.run, state=State.SUCCEEDED)
         recorder.flush()
         return state
+
+    def _record_skipped(self) -> None:
+        assert self.task is not None and self.run is not None
+        for step in self.skipped:
+            name, map_index = task_name(step, self._indices)
+            handle = recorder.start_task(
+                name,
+                run=self.run,
+                map_index=map_index,
+                attributes={
+                    "flow": self.task.attributes.get("flow"),
+                    "run_id": self.task.attributes.get("run_id"),
+                    "step": step,
+                    "skipped_by": self.task.attributes.get("pathspec"),
+                    "condition": self._condition,
+                },
+                sample_system=False,
+                activate=False,
+            )
+            recorder.end_task(handle, state=State.SKIPPED, flush=False)
+
+
+def skipped_branches(graph: Any, step: str, flow: Any) -> list[str]:
+    """The steps a switch step *step* did not branch to (empty for any other step).
+
+    Metaflow's switch (``self.next({"a": self.x, "b": self.y}, condition="var")``)
+    runs the step named by the value of ``self.var``; the others never start. A
+    switch inside a loop (one of its branches leads back to it) may choose
+    differently next time round, so nothing is said to be skipped there.
+    """
+    node = graph[step]
+    if getattr(node, "type", None) != "split-switch":
+        return []
+    cases: Mapping[Any, str] = getattr(node, "switch_cases", None) or {}
+    condition = getattr(node, "condition", None)
+    if not cases or not condition:
+        return []
+    chosen = cases.get(getattr(flow, condition, None))
+    if chosen is None:
+        return []
+    targets = list(dict.fromkeys(cases.values()))
+    if any(_reaches(graph, target, step) for target in targets):
+        return []
+    return [target for target in targets if target != chosen]
+
+
+def _reaches(graph: Any, start: str, goal: str) -> bool:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        name = todo.pop()
+        if name == goal:
+            return True
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            todo.extend(graph[name].out_funcs)
+        except Exception:
+            return True  # cannot tell: do not claim the branch was skipped
+    return False
+
+
+def _listen(collector: Any) -> None:
+    recorder.register_backend(CARD_LISTENER, collector, spool=False)
 
 
 class ValidationNotRun(RuntimeError):

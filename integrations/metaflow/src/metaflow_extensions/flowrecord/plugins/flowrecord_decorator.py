@@ -126,8 +126,6 @@ class FlowrecordStepDecorator(StepDecorator):
             settings = self._settings or StepSettings.from_attributes(
                 self.attributes, validate_inherited=bool(self.statically_defined)
             )
-            if settings.card:
-                _collect_for_card()
             self._recording = TaskRecording(settings)
             self._recording.start(
                 flow=flow,
@@ -140,8 +138,6 @@ class FlowrecordStepDecorator(StepDecorator):
                 is_start_step=getattr(self, "_is_start", step_name == "start"),
                 is_end_step=getattr(self, "_is_end", step_name == "end"),
             )
-            if settings.card and self._recording.task is not None:
-                _collector().follow(self._recording.task.task_id)
         except Exception as exc:
             log.warning("flowrecord: could not start recording step %s: %s", step_name, exc)
 
@@ -159,7 +155,7 @@ class FlowrecordStepDecorator(StepDecorator):
         from flowrecord_metaflow.recording import ValidationNotRun
 
         try:
-            self._recording.step_completed(flow)
+            self._recording.step_completed(flow, graph)
         except (ValidationFailed, ValidationNotRun):
             raise  # the errors flowrecord raises on purpose: policy "fail"
         except Exception as exc:
@@ -202,8 +198,8 @@ class FlowrecordStepDecorator(StepDecorator):
             )
         except Exception as exc:
             log.warning("flowrecord: could not finish recording step %s: %s", step_name, exc)
-        if recording.settings.card and is_task_ok:
-            _fill_card()
+        if recording.card is not None and is_task_ok:
+            _fill_card(recording)
 
 
 class FlowrecordFlowDecorator(FlowDecorator):
@@ -286,30 +282,13 @@ def _attach_card(decorators: list[Any]) -> None:
     decorators.append(card)
 
 
-_card_collector: Any = None
-
-
-def _collector() -> Any:
-    global _card_collector
-    if _card_collector is None:
-        from flowrecord_metaflow.card import TaskCardCollector
-
-        _card_collector = TaskCardCollector()
-    return _card_collector
-
-
-def _collect_for_card() -> None:
-    from flowrecord import recorder
-
-    recorder.register_backend("metaflow-card", _collector())
-
-
-def _fill_card() -> None:
+def _fill_card(recording: Any) -> None:
     try:
         from metaflow import current
 
         from flowrecord_metaflow.card import CARD_ID, card_components
 
-        current.card[CARD_ID].extend(card_components(_collector().card))
+        task_id = recording.task.task_id if recording.task is not None else ""
+        current.card[CARD_ID].extend(card_components(recording.card.card(task_id)))
     except Exception as exc:
         log.warning("flowrecord: could not fill the card: %s", exc)
