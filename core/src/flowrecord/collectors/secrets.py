@@ -11,7 +11,7 @@ The name rules work on the key split into words (``apiKey``, ``API_KEY`` and
 ``api-key`` all read ``api key``), so ``monkey`` and ``keyboard_layout`` are not
 secrets while ``aws_key`` and ``KEY`` are. Data and ML vocabulary that merely
 contains a secret word is allowed on purpose: ``primary_key``, ``partition_key``,
-``asset_key``, ``sort_key``, ``public_key``, ``rng_key``; ``tokenizer``,
+``asset_key``, ``step_key``, ``sort_key``, ``public_key``, ``rng_key``; ``tokenizer``,
 ``max_tokens``, ``pad_token``, ``eos_token_id``. Missing a secret costs more
 than hiding a harmless value, so any other name that looks like a secret is
 hidden. Users add their own key patterns with :func:`add_patterns`.
@@ -64,7 +64,8 @@ _ALLOWED_PHRASES = re.compile(
     r"|composite|unique|surrogate|natural|shard|sharding|hash|range|row|index|merge|order|dict"
     r"|map|routing|cluster|clustering|distribution|business|entity|public|metric|column|field"
     r"|attribute|feature|object|run|asset|label|idempotency|rng|prng|random|seed|cursor|record"
-    r"|event|message|kafka|partitioning|dagster)_keys?(?=_)"
+    r"|event|message|kafka|partitioning|dagster|step|task|op|job|node|dag|flow|pipeline"
+    r"|dataset|table|model|version|experiment|trace|span|sequence|context)_keys?(?=_)"
     r"|_keys?_(?:column|columns|col|cols|field|fields|by|func|fn|type|types|len|length|size"
     r"|name|names|prefix|spec)(?=_)"
     r"|_session_(?:name|timeout|ttl|count|len|length|duration|type|size)(?=_)"
