@@ -127,3 +127,42 @@ def test_schema_that_raises_is_recorded_not_crashing(flowrecord_home: Path):
     flowrecord.flush(5)
     (row,) = _validations(flowrecord_home)
     assert row["passed"] == 0 and (row["error"] or "error" in row["checks"])
+
+
+def test_record_validation_records_an_outside_result_and_applies_policy(flowrecord_home: Path):
+    """record_validation stores a result computed elsewhere and honours fail."""
+    from flowrecord.collectors.validation import ValidationResult
+
+    ok = ValidationResult(
+        validator="custom",
+        schema_name="mine",
+        passed=True,
+        checks=({"check": "x", "passed": True, "failures": 0},),
+        failure_count=0,
+        failure_sample=(),
+        error=None,
+    )
+    bad = ValidationResult(
+        validator="custom",
+        schema_name="mine",
+        passed=False,
+        checks=({"check": "x", "passed": False, "failures": 3},),
+        failure_count=3,
+        failure_sample=(),
+        error=None,
+    )
+    with flowrecord.run("p", "r1"), flowrecord.task("t"):
+        event = flowrecord.record_validation(ok, "table", fingerprint="fp1")
+        with pytest.raises(ValidationFailed):
+            flowrecord.record_validation(bad, "table", policy="fail")
+        with pytest.raises(TypeError):
+            flowrecord.record_validation({"passed": True}, "table")  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            flowrecord.record_validation(ok, "table", policy="maybe")
+    flowrecord.flush(5)
+    assert event.validation_id
+    rows = _validations(flowrecord_home)
+    assert [(r["dataset_name"], r["passed"], r["failure_count"]) for r in rows] == [
+        ("table", 1, 0),
+        ("table", 0, 3),
+    ]

@@ -1070,6 +1070,40 @@ def _emit_validation(
     return event
 
 
+def record_validation(
+    result: ValidationResult,
+    name: str,
+    *,
+    fingerprint: str | None = None,
+    policy: str = "record",
+) -> ValidationEvent:
+    """Record a validation computed outside :func:`validate` (a check of your own,
+    a retraining trigger), with the same shape and ids as every other.
+
+    :param name: the dataset (or subject) the result is about.
+    :param fingerprint: the dataset version it was computed on, when known.
+    :param policy: as for :func:`validate`; ``fail`` raises
+        :class:`~flowrecord.collectors.validation.ValidationFailed` after recording
+        a failed result, ``warn`` warns.
+    :raises TypeError: *result* is not a ``ValidationResult``.
+    :raises ValueError: *policy* is not ``record``, ``warn`` or ``fail``.
+    """
+    from flowrecord.collectors.validation import ValidationResult as _Result
+
+    if not isinstance(result, _Result):
+        raise TypeError(
+            f"record_validation expects a ValidationResult, not {type(result).__name__}"
+        )
+    if policy not in ("record", "warn", "fail"):
+        raise ValueError(f"policy must be 'record', 'warn' or 'fail', not {policy!r}")
+    if not isinstance(name, str) or not name:
+        raise ValueError("record_validation needs a non-empty dataset name")
+    run_id, task_id = _target()
+    event = _emit_validation(run_id, task_id, name, fingerprint, result, policy)
+    _apply_policy(name, result, policy)
+    return event
+
+
 def _apply_policy(dataset_name: str, result: ValidationResult, policy: str) -> None:
     if result.passed or policy == "record":
         return

@@ -615,9 +615,6 @@ def _record(policy: RetrainPolicy, results: list[TriggerResult], ctx: _Context) 
     from flowrecord import recorder
     from flowrecord.collectors.validation import ValidationResult
 
-    # The recorder has no public call for a validation computed elsewhere; its
-    # internal emitter gives the event the same shape and ids as every other.
-    run_id, task_id = recorder._target()
     for r in results:
         entry = {
             "check": r.trigger,
@@ -644,7 +641,7 @@ def _record(policy: RetrainPolicy, results: list[TriggerResult], ctx: _Context) 
         fingerprint = (
             ctx.fingerprints.get(r.subject) if r.trigger in ("new_data", "drift") else None
         )
-        recorder._emit_validation(run_id, task_id, r.subject, fingerprint, result, "record")
+        recorder.record_validation(result, r.subject, fingerprint=fingerprint)
     recorder.flush()
 
 
