@@ -52,7 +52,7 @@ QUICK_ARGS: dict[str, list[list[str]]] = {
     "bench_metaflow.py": [["--foreach", "3"], ["--repeat", "1"]],
     "bench_mlflow.py": [["--points", "2000"], ["--plain-points", "50"]],
     "bench_airflow.py": [["--tasks", "10"], ["--rounds", "1"]],
-    "bench_dagster.py": [["--tasks", "10"], ["--rounds", "1"]],
+    "bench_dagster.py": [["--assets", "10"], ["--rounds", "1"]],
 }
 
 

@@ -2,19 +2,23 @@
 
 examples/metaflow/churn_flow.py runs twice into a fresh FLOWRECORD_HOME and a
 fresh local Metaflow datastore, as the demo runs it (``python churn_flow.py run
---week N --shift S``). The tests read the record back from the local store and
+--week N --shift S``); then the retrain watcher (retrain_watch_flow.py) runs as
+if deployed on Argo Workflows, publishing its event to a local stand-in for the
+Argo Events webhook. The tests read the record back from the local store and
 through ``flowrecord explain``/``retrain check``, and the flow's Metaflow
 decorators through the flow class.
 """
 
 from __future__ import annotations
 
+import http.server
 import importlib.util
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ from flowrecord.backends.local import LocalStore
 
 REPO = Path(__file__).resolve().parents[2]
 FLOW = REPO / "examples" / "metaflow" / "churn_flow.py"
+WATCH = REPO / "examples" / "metaflow" / "retrain_watch_flow.py"
 POLICY = REPO / "examples" / "churn_common.py"
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
@@ -54,10 +59,18 @@ class World:
 
     def week(self, week: int, shift: float) -> str:
         """Run one week of the example; returns its Metaflow run id."""
-        cmd = [sys.executable, str(FLOW), "--no-pylint", "run", "--week", str(week)]
-        cmd += ["--shift", str(shift)]
+        return self.run(FLOW, "--week", str(week), "--shift", str(shift))
+
+    def run(self, flow: Path, *args: str, env: dict[str, str] | None = None) -> str:
+        """``python flow.py run <args>``, which must succeed; returns the Metaflow run id."""
+        cmd = [sys.executable, str(flow), "--no-pylint", "run", *args]
         proc = subprocess.run(
-            cmd, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=400
+            cmd,
+            cwd=self.root,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=400,
         )
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, out[-4000:]
@@ -89,17 +102,46 @@ class World:
         return {r["name"]: r for r in rows}
 
 
+class _Webhook(http.server.BaseHTTPRequestHandler):
+    received: list[dict[str, Any]]
+
+    def do_POST(self) -> None:
+        length = int(self.headers["Content-Length"])
+        self.received.append(json.loads(self.rfile.read(length)))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
 def weeks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """Week 1 (shift 0), then week 2 (shift 1.5): the demo's two runs, in one world."""
+    """Week 1 (shift 0), week 2 (shift 1.5), then the watcher as on Argo: in one world."""
     import metaflow
 
     world = World(tmp_path_factory.mktemp("churn-metaflow"))
     week1 = world.week(1, 0.0)
     week2 = world.week(2, 1.5)
+    received: list[dict[str, Any]] = []
+    handler = type("Webhook", (_Webhook,), {"received": received})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        watch = world.run(
+            WATCH,
+            env={
+                # What a deployed Argo workflow has, and where its events go.
+                "ARGO_WORKFLOW_TEMPLATE": "churnretrainwatchflow",
+                "METAFLOW_ARGO_EVENTS_WEBHOOK_URL": f"http://127.0.0.1:{server.server_address[1]}/",
+            },
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
     metaflow.metadata(f"local@{world.root}")
     metaflow.namespace(None)
-    yield {"world": world, 1: week1, 2: week2}
+    yield {"world": world, 1: week1, 2: week2, "watch": watch, "events": received}
 
 
 def test_both_weeks_record_every_task_and_deploy_only_when_promoted(weeks: dict) -> None:
@@ -259,3 +301,21 @@ def test_the_flow_carries_its_retraining_policy_as_schedule_and_trigger() -> Non
     assert schedule.attributes["cron"] == "0 3 ? * MON *"
     assert trigger.attributes["event"] == "flowrecord.retrain.churn"
     assert "flowrecord_base" in decorators
+
+
+def test_the_watcher_publishes_the_event_churn_flow_waits_for(weeks: dict) -> None:
+    """After the drifted week the watcher, as on Argo, publishes flowrecord.retrain.churn."""
+    from metaflow import Run
+
+    (event,) = weeks["events"]
+    assert event["name"] == "flowrecord.retrain.churn"
+    payload = event["payload"]
+    assert payload["model"] == "churn" and payload["triggers"] == "drift:churn_features"
+    start = Run(f"ChurnRetrainWatchFlow/{weeks['watch']}")["start"].task
+    assert start["event_id"].data == payload["id"] and start["retrain_due"].data is True
+    # its evaluation is on record, in the watcher's own task
+    rows = weeks["world"].rows(
+        "SELECT v.validator, v.passed FROM validations v JOIN runs r USING (run_id) "
+        "WHERE r.pipeline = 'ChurnRetrainWatchFlow' AND v.validator LIKE 'retrain:%'"
+    )
+    assert {(r["validator"], r["passed"]) for r in rows} >= {("retrain:drift", 0)}

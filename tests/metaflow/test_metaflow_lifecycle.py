@@ -417,6 +417,21 @@ def test_gate_decorator_refuses_bad_arguments(kwargs: dict, message: str) -> Non
 
 
 @pytest.mark.unit
+def test_gate_decorator_fails_the_step_when_the_version_artifact_is_missing() -> None:
+    """No artifact to take the candidate from: the step fails before any gate is applied."""
+    from metaflow.exception import MetaflowException
+
+    from flowrecord_metaflow import flowrecord_gate
+
+    deco = flowrecord_gate(gate="m:G", version_from="model_version")
+    deco.external_init()
+    flow = SimpleNamespace()
+    with pytest.raises(MetaflowException, match="no artifact to read"):
+        deco.pre_step("gate", flow, None)
+    assert not hasattr(flow, "promotion")
+
+
+@pytest.mark.unit
 def test_artifact_datasets_outside_a_recorded_step_says_what_is_missing() -> None:
     """Without @flowrecord on the step there is no recorded read to register: a clear error."""
     from flowrecord_metaflow import artifact_datasets

@@ -144,7 +144,7 @@ def test_tables_are_fingerprinted_and_reads_match_writes(record_run: dict) -> No
 
 
 def test_other_artifacts_are_linked_by_metaflow_identity(record_run: dict) -> None:
-    """Non-table artifacts carry metaflow://Flow/run/step/task/name#sha1=...; equal sha, same data."""
+    """Non-table artifacts carry metaflow://.../name#sha1=<sha> and fingerprint metaflow-sha1:<sha>."""
     run_id = record_run["run_id"]
     datasets = _datasets(record_run["world"], record_run["run"])
     (scores_out,) = [d for d in datasets if d["name"] == "scores" and d["role"] == "output"]
@@ -153,6 +153,7 @@ def test_other_artifacts_are_linked_by_metaflow_identity(record_run: dict) -> No
         f"metaflow://RecordFlow/{run_id}/gather/{gather_task}/scores#sha1="
     )
     assert scores_out["data_type"] == "list"
+    assert scores_out["fingerprint"] == "metaflow-sha1:" + scores_out["uri"].split("#sha1=")[1]
     # end reads scores that risky merely inherited: the URI names risky, the sha is gather's.
     (scores_in,) = [d for d in datasets if d["name"] == "scores" and d["task"] == "end"]
     assert f"/{run_id}/risky/" in scores_in["uri"]

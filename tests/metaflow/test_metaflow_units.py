@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,13 @@ from flowrecord.events import (
 )
 from flowrecord_metaflow import StepSettings, artifact_uri, task_name
 from flowrecord_metaflow.card import TaskCardCollector, card_components
-from flowrecord_metaflow.lineage import is_data_frame, is_user_artifact, written_artifacts
+from flowrecord_metaflow.lineage import (
+    MetaflowArtifact,
+    is_data_frame,
+    is_user_artifact,
+    log_artifact_dataset,
+    written_artifacts,
+)
 from flowrecord_metaflow.recording import resolve_schema
 
 REPO = Path(__file__).resolve().parents[2]
@@ -160,6 +167,35 @@ def test_artifact_uri_is_a_pathspec_plus_the_sha() -> None:
     assert artifact_uri("F", "1", "s", "2", "m", "ab") == "metaflow://F/1/s/2/m#sha1=ab"
 
 
+@pytest.mark.unit
+def test_other_artifacts_go_by_metaflow_sha_and_frames_by_content(
+    recording: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A model or a path is recorded with metaflow-sha1:<sha>, unread; a frame is fingerprinted."""
+    import pandas as pd
+
+    import flowrecord
+
+    model_ref = MetaflowArtifact(
+        uri="metaflow://F/1/train/3/model#sha1=9f2c", name="model", sha="9f2c", type_name="Pipe"
+    )
+    path_ref = MetaflowArtifact(uri="metaflow://F/1/s/2/out#sha1=77", name="out", sha="77")
+    frame_ref = MetaflowArtifact(uri="metaflow://F/1/s/2/df#sha1=aa", name="df", sha="aa")
+    with flowrecord.run("F", "1", orchestrator="metaflow"), flowrecord.task("train"):
+        model = log_artifact_dataset(model_ref, object(), role="output")
+        # a path the recorder would otherwise walk as a directory
+        path = log_artifact_dataset(path_ref, "/", role="output")
+        frame = log_artifact_dataset(frame_ref, pd.DataFrame({"x": [1, 2]}), role="input")
+    assert (model.fingerprint, model.data_type, model.uri) == (
+        "metaflow-sha1:9f2c",
+        "Pipe",
+        model_ref.uri,
+    )
+    assert (path.fingerprint, path.data_type) == ("metaflow-sha1:77", "metaflow artifact")
+    assert frame.fingerprint.startswith("xxh3:") and frame.row_count == 2
+    assert "not a data frame" not in caplog.text
+
+
 # ---------------------------------------------------------------------------
 # the card
 # ---------------------------------------------------------------------------
@@ -261,7 +297,7 @@ def test_card_shows_only_its_task_and_every_section() -> None:
 
 @pytest.mark.unit
 def test_card_of_a_task_that_recorded_nothing_says_so() -> None:
-    """With no events, each section states that nothing was recorded rather than vanishing."""
+    """A task with no events of its own (another task's do not count) says so in each section."""
     collector = TaskCardCollector()
     _feed(collector, "t-1")
     text = " ".join(
@@ -277,6 +313,48 @@ def test_documented_flow_is_the_example_file() -> None:
     doc = (REPO / "docs" / "metaflow.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
     assert blocks[0] == (REPO / "examples" / "metaflow" / "train_flow.py").read_text()
+
+
+def _doc_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (REPO / "docs" / "metaflow.md").read_text(), re.S)
+
+
+@pytest.mark.unit
+def test_documented_excerpts_are_the_example_files_verbatim() -> None:
+    """Each "(excerpt)" block of docs/metaflow.md is a verbatim part of the file it names."""
+    excerpts = 0
+    for block in _doc_blocks():
+        first, _, body = block.partition("\n")
+        match = re.fullmatch(r"# (\S+) \(excerpt\)", first)
+        if not match:
+            continue
+        excerpts += 1
+        assert body.rstrip() in (REPO / match.group(1)).read_text(), match.group(1)
+    assert excerpts == 2
+
+
+@pytest.mark.unit
+def test_documented_retrain_snippet_prints_what_it_says() -> None:
+    """The @schedule/@trigger snippet runs from the repository root and prints its comments."""
+    (block,) = [b for b in _doc_blocks() if "retrain_decorators(" in b]
+    expected = [line[2:] for line in block.splitlines() if line.startswith("# {")]
+    out = subprocess.run(
+        [sys.executable, "-c", block],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "FLOWRECORD_DISABLED": "1"},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (
+        out.stdout.splitlines()
+        == expected
+        == [
+            "{'cron': '0 3 ? * MON *'}",
+            "{'event': 'flowrecord.retrain.churn'}",
+        ]
+    )
 
 
 @pytest.mark.unit

@@ -184,8 +184,8 @@ def _short(text: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _system_rows(summary: Mapping[str, Any]) -> list[list[str]]:
-    rows = []
+def _system_rows(summary: Mapping[str, Any]) -> list[list[Any]]:
+    rows: list[list[Any]] = []
     for key, value in summary.items():
         if key == "gpus" and isinstance(value, Sequence) and not isinstance(value, str):
             for i, gpu in enumerate(value):
@@ -225,7 +225,7 @@ def card_components(card: TaskCard) -> list[Any]:
 
     parts.append(Markdown("## Metrics"))
     if card.metrics:
-        rows = [
+        rows: list[list[Any]] = [
             [
                 key,
                 _number(s.last),

@@ -232,6 +232,14 @@ class flowrecord_gate(UserStepDecorator):  # lower case: used as @flowrecord_gat
             raise MetaflowException(f"@flowrecord_gate: {exc}") from exc
 
     def pre_step(self, step_name: str, flow: Any, inputs: Any = None) -> None:
+        from flowrecord_metaflow.recording import current_recording
+
+        if current_recording() is None:
+            log.warning(
+                "flowrecord: @flowrecord_gate on step %s: the step is not recorded (add "
+                "@flowrecord_base or --with flowrecord); its decision is kept outside any task",
+                step_name,
+            )
         version = evaluation = None
         try:
             if self.version_from:
@@ -405,7 +413,8 @@ class RetrainDecorators:
 
     def apply(self, flow_class: type) -> type:
         """Put ``@schedule`` and ``@trigger`` on *flow_class*, as if written above it."""
-        from metaflow import schedule, trigger
+        # Metaflow puts its decorators on the package while loading plugins.
+        from metaflow import schedule, trigger  # type: ignore[attr-defined]
 
         if self.schedule is not None:
             flow_class = schedule(**self.schedule)(flow_class)
@@ -533,7 +542,7 @@ def check_retrain(
     event_id = None
     if publish and fired:
         if force or os.environ.get("ARGO_WORKFLOW_TEMPLATE"):
-            from metaflow.integrations import ArgoEvent
+            from metaflow.integrations import ArgoEvent  # type: ignore[attr-defined]
 
             payload = {
                 "model": p.model,

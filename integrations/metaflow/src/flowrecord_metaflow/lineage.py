@@ -206,9 +206,8 @@ class ArtifactTracker:
                 if sha is not None and items.get(name) == sha:
                     return _pathspec(source), sha
             return (self.run_id, self.step, self.task_id), sha
-        items = self._items_of.get(id(datastore))
-        if items is None:
-            items = _items(datastore)
+        known = self._items_of.get(id(datastore))
+        items = known if known is not None else _items(datastore)
         return _pathspec(datastore), items.get(name)
 
     def _loaded(self, datastore: Any, name: str, obj: object) -> None:

@@ -289,6 +289,6 @@ def _fill_card(recording: Any) -> None:
         from flowrecord_metaflow.card import CARD_ID, card_components
 
         task_id = recording.task.task_id if recording.task is not None else ""
-        current.card[CARD_ID].extend(card_components(recording.card.card(task_id)))
+        current.card[CARD_ID].extend(card_components(recording.card.card(task_id)))  # type: ignore[attr-defined]
     except Exception as exc:
         log.warning("flowrecord: could not fill the card: %s", exc)
