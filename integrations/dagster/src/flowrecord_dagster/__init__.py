@@ -13,8 +13,8 @@ Each materialization and op execution is then recorded (run, task per step,
 state, duration, retries, partition, system usage, params, metrics, datasets
 with fingerprints and lineage) and the facts show in the Dagster UI as
 materialization metadata; assets with a pandera schema get a
-``flowrecord_schema`` asset check. Promotion gates and retraining schedules are
-not part of this package yet (their place is ``flowrecord_dagster.lifecycle``).
+``flowrecord_schema`` asset check. Promotion gates (a blocking asset check) and
+retraining policies (a schedule and a sensor) are in :mod:`flowrecord_dagster.lifecycle`.
 """
 
 from __future__ import annotations
@@ -29,15 +29,43 @@ from flowrecord_dagster.definitions import (
     instrument,
     schema_type,
 )
+from flowrecord_dagster.lifecycle import (
+    GATE_CHECK_NAME,
+    MODEL_KEY,
+    MODEL_VERSION_KEY,
+    RETRAIN_POLICY_TAG,
+    RETRAIN_REASONS_TAG,
+    RETRAIN_TRIGGERS_TAG,
+    asset_datasets,
+    model_version_metadata,
+    promotion_gate_check,
+    promotion_gate_op,
+    retrain_run_request,
+    retrain_schedule,
+    retrain_sensor,
+)
 
 __all__ = [
     "CHECK_NAME",
+    "GATE_CHECK_NAME",
     "HOOK_NAME",
     "INSTRUMENTED_KEY",
+    "MODEL_KEY",
+    "MODEL_VERSION_KEY",
     "POLICY_KEY",
     "RESOURCE_KEY",
+    "RETRAIN_POLICY_TAG",
+    "RETRAIN_REASONS_TAG",
+    "RETRAIN_TRIGGERS_TAG",
     "SCHEMA_KEY",
     "RecordingIOManager",
+    "asset_datasets",
     "instrument",
+    "model_version_metadata",
+    "promotion_gate_check",
+    "promotion_gate_op",
+    "retrain_run_request",
+    "retrain_schedule",
+    "retrain_sensor",
     "schema_type",
 ]
