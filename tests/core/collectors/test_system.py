@@ -382,3 +382,36 @@ def test_a_process_that_does_not_exist_is_a_warning():
     # Unknown is not zero: GPU-only samples carry None for the process figures.
     assert summary["rss_bytes_peak"] is None and summary["cpu_percent_peak"] is None
     assert all(s["rss_bytes"] is None and s["cpu_percent"] is None for s in samples)
+
+
+@pytest.mark.unit
+def test_a_short_task_opens_no_probe_and_still_gets_a_sample():
+    """A task shorter than the open delay costs no /proc scan or NVML start, yet is measured."""
+    nvml = FakeNvml([FakeGpu()])
+    sampler = SystemSampler(1.0, nvml=nvml)
+    sampler.start()
+    summary, samples = sampler.stop()
+    assert sampler._done.wait(5)
+    assert sampler._probe is None and sampler._gpu is None
+    assert not nvml.initialized and nvml.shutdowns == 0 and nvml.reads == 0
+    assert summary["samples"] == 1 and summary["rss_bytes_peak"] > 0
+    assert samples[0]["cpu_percent"] is not None
+
+
+@pytest.mark.unit
+def test_a_child_born_before_the_late_probe_opens_counts_from_birth():
+    """CPU of a child started before the probe opened is counted from the child's birth."""
+    sampler = SystemSampler(0.5)
+    sampler.start()
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\ntime.sleep(5)"
+    child = subprocess.Popen([sys.executable, "-c", burn])
+    try:
+        time.sleep(1.6)
+        summary, _ = sampler.stop()
+    finally:
+        child.kill()
+        child.wait()
+    # The child burnt 0.3 s of CPU right after its birth, mostly before the probe
+    # opened (0.2 s in): counted from birth, the first 0.7 s interval shows >= 40%;
+    # counted from the probe's opening it would show little of it.
+    assert summary["cpu_percent_peak"] > 30

@@ -60,6 +60,12 @@ __all__ = ["SystemSampler", "gpu_smoke"]
 # task's end must not cost it milliseconds (a busy host's scan takes several).
 _CHILD_SCAN_BUDGET = 0.02
 _FINAL_SCAN_MAX_S = 0.0002
+# Clock ticks and /proc/uptime resolution: a child born this close before a
+# reference time may have been born just after it.
+_BIRTH_SLACK_S = 0.02
+# The sampler thread opens its probes (psutil, NVML) only once the task has run
+# this long (or one interval, if shorter).
+_OPEN_DELAY_S = 0.2
 # How long stop() waits for the sampler thread to finish a sample it is taking.
 _PROBE_WAIT_S = 0.005
 # NVML error codes (pynvml's NVML_ERROR_*), used when the module lacks the names.
@@ -72,11 +78,31 @@ _NVML_LIBRARY_NOT_FOUND = 12
 # ---------------------------------------------------------------------- processes
 
 
+def _create_time_offset(psutil: Any) -> float:
+    """How far psutil's process creation times run ahead of ``time.time()``.
+
+    On Linux they are the boot time, which the kernel gives in whole seconds, plus
+    the process's start in clock ticks: off by up to a second, the same for every
+    process. Comparing a creation time with a wall time needs this correction.
+    """
+    try:
+        with open("/proc/uptime", "rb") as f:
+            uptime = float(f.read().split()[0])
+        return float(psutil.boot_time()) + uptime - time.time()
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0.0
+
+
 class _ProcessProbe:
     """CPU and resident memory of one process and its descendants."""
 
     def __init__(
-        self, psutil: Any, pid: int, interval: float, cpu_start: tuple[float, float] | None
+        self,
+        psutil: Any,
+        pid: int,
+        interval: float,
+        cpu_start: tuple[float, float] | None,
+        since_wall: float | None = None,
     ) -> None:
         self._psutil = psutil
         self.pid = pid
@@ -93,7 +119,10 @@ class _ProcessProbe:
         # CPU the sampler thread itself has used (its imports, /proc reads), left
         # out of our own process's figure: it is flowrecord's cost, not the task's.
         self._last_overhead = 0.0
-        self._last_wall = time.time()
+        # Children born after this wall time count from birth: the task's start,
+        # when the probe is opened later than that.
+        self._last_wall = since_wall if since_wall is not None else time.time()
+        self._clock_offset = _create_time_offset(psutil)
         # Descendants: pid -> (process, CPU seconds at the previous sample).
         self._children: dict[int, tuple[Any, float]] = {}
         self._scan_cost = 0.0
@@ -132,7 +161,8 @@ class _ProcessProbe:
                 total = float(times.user + times.system)
                 # Born since the last sample: all its CPU time belongs to this
                 # interval. Older (found late, scans being spaced out): from now.
-                baseline = 0.0 if child.create_time() >= self._last_wall else total
+                born = child.create_time() - self._clock_offset
+                baseline = 0.0 if born >= self._last_wall - _BIRTH_SLACK_S else total
             except self._psutil.Error:
                 continue
             fresh[child.pid] = (child, baseline)
@@ -477,6 +507,7 @@ class SystemSampler:
         self._abandoned = False
         self._result: tuple[dict[str, Any], tuple[dict[str, Any], ...]] | None = None
         self._started_mono = 0.0
+        self._started_wall: float | None = None
         self._cpu_start: float | None = None
         self._probe: _ProcessProbe | None = None
         self._gpu: _GpuProbe | None = None
@@ -501,6 +532,7 @@ class SystemSampler:
         if self._pid is None:
             self._pid = os.getpid()
         self._started_mono = time.monotonic()
+        self._started_wall = time.time()
         if self._pid == os.getpid():
             self._cpu_start = time.process_time()
         # The low-level thread API on purpose: threading.Thread.start() waits for
@@ -539,7 +571,12 @@ class SystemSampler:
     def _run(self) -> None:
         try:
             # A task that ended before this thread ran needs nothing opened.
-            if self._stop.is_set():
+            # A short task is over before the probes are worth opening: scanning
+            # for child processes and starting NVML cost milliseconds of CPU, and
+            # a task of our own process shorter than this gets its figures from
+            # stop() alone (another process's figures need the probe).
+            delay = min(self._interval, _OPEN_DELAY_S) if self._cpu_start is not None else 0.0
+            if self._stop.wait(delay):
                 return
             self._open_process()
             if self._stop.is_set():
@@ -571,7 +608,9 @@ class SystemSampler:
             baseline = None
             if self._cpu_start is not None:
                 baseline = (self._cpu_start, self._started_mono)
-            probe = _ProcessProbe(psutil, self._pid or os.getpid(), self._interval, baseline)
+            probe = _ProcessProbe(
+                psutil, self._pid or os.getpid(), self._interval, baseline, self._started_wall
+            )
         except psutil.Error as exc:
             self._warn(f"cannot watch process {self._pid}: {type(exc).__name__}: {exc}")
             return
