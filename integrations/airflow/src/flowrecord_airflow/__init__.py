@@ -7,6 +7,10 @@ configured flowrecord backends. For data validation inside DAGs:
 
 >>> from flowrecord_airflow import ValidateDataOperator, validated  # doctest: +SKIP
 
+and for the model lifecycle, a promotion gate and a retraining schedule:
+
+>>> from flowrecord_airflow import PromotionGateOperator, retrain_schedule  # doctest: +SKIP
+
 Names are resolved lazily, so importing this package (which Airflow does in
 every task process) stays cheap.
 """
@@ -16,6 +20,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from flowrecord_airflow.lifecycle import (
+        PromotionGateOperator,
+        PromotionRefused,
+        RetrainCheckOperator,
+        retrain_asset,
+        retrain_check_dag,
+        retrain_schedule,
+    )
     from flowrecord_airflow.links import FlowrecordLink
     from flowrecord_airflow.listener import FlowrecordListener
     from flowrecord_airflow.operators import ValidateDataOperator, validated
@@ -26,8 +38,14 @@ __all__ = [
     "FlowrecordLink",
     "FlowrecordListener",
     "FlowrecordPlugin",
+    "PromotionGateOperator",
+    "PromotionRefused",
+    "RetrainCheckOperator",
     "ValidateDataOperator",
     "create_app",
+    "retrain_asset",
+    "retrain_check_dag",
+    "retrain_schedule",
     "validated",
 ]
 
@@ -35,8 +53,14 @@ _WHERE = {
     "FlowrecordLink": "flowrecord_airflow.links",
     "FlowrecordListener": "flowrecord_airflow.listener",
     "FlowrecordPlugin": "flowrecord_airflow.plugin",
+    "PromotionGateOperator": "flowrecord_airflow.lifecycle",
+    "PromotionRefused": "flowrecord_airflow.lifecycle",
+    "RetrainCheckOperator": "flowrecord_airflow.lifecycle",
     "ValidateDataOperator": "flowrecord_airflow.operators",
     "create_app": "flowrecord_airflow.views",
+    "retrain_asset": "flowrecord_airflow.lifecycle",
+    "retrain_check_dag": "flowrecord_airflow.lifecycle",
+    "retrain_schedule": "flowrecord_airflow.lifecycle",
     "validated": "flowrecord_airflow.operators",
 }
 
