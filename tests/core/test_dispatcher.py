@@ -303,3 +303,45 @@ def test_next_process_replays_spool_automatically(tmp_path: Path):
         recorder.unregister_backend("flaky")
     keys = sorted(e.key for e in flaky.seen.values() if e.kind == "metric")
     assert keys == ["a", "b"]
+
+
+def test_a_burst_after_a_quiet_spell_is_written_in_one_batch(tmp_path: Path, monkeypatch):
+    """Events that trickle in right after the worker wakes go to the backend together."""
+    import flowrecord.dispatcher as dispatcher
+
+    monkeypatch.setattr(dispatcher, "LINGER_S", 0.5)  # a loaded machine's sleeps run long
+    backend = FlakyBackend(down=False)
+    d = _dispatcher(tmp_path, backend)
+    try:
+        assert d.flush(5)
+        time.sleep(0.05)  # the worker is idle now
+        calls = backend.calls
+        for i in range(5):  # a task's start, a few metrics, its end: a few ms apart
+            d.submit(_metric(i))
+            time.sleep(0.002)
+        deadline = time.monotonic() + 5
+        while len(backend.seen) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(backend.seen) == 5
+        assert backend.calls - calls == 1
+    finally:
+        d.close()
+
+
+def test_a_flush_does_not_wait_out_the_linger(tmp_path: Path, monkeypatch):
+    """A flush right after an event is answered at once, not after the batching wait."""
+    import flowrecord.dispatcher as dispatcher
+
+    monkeypatch.setattr(dispatcher, "LINGER_S", 30.0)
+    backend = FlakyBackend(down=False)
+    d = _dispatcher(tmp_path, backend)
+    try:
+        assert d.flush(5)
+        time.sleep(0.05)
+        d.submit(_metric(1))
+        started = time.monotonic()
+        assert d.flush(20)
+        assert time.monotonic() - started < 10
+        assert len(backend.seen) == 1
+    finally:
+        d.close()

@@ -53,6 +53,9 @@ log = logging.getLogger("flowrecord")
 MAX_BATCH = 4096
 #: Most events in one spool file.
 SPOOL_FILE_EVENTS = 1000
+#: How long a worker woken from idle waits for more events before writing them.
+#: Flushes and shutdown do not wait for it.
+LINGER_S = 0.05
 #: How long a failing backend is left alone before the worker tries it again.
 RETRY_AFTER_S = 5.0
 #: A claimed spool file whose owner is gone is released after this many seconds.
@@ -337,13 +340,21 @@ class _Worker:
         self.thread.start()
 
     def put(self, item: Any) -> None:
-        """Queue *item* (an event, a flush marker, or None to stop)."""
+        """Queue *item* (an event, a flush marker, or None to stop).
+
+        A flush marker or a stop always sends a token, so that the thread stops
+        lingering for more events at once: someone is waiting.
+        """
         self.buffer.append(item)
-        if self.idle:
+        if self.idle or item is None or type(item) is _Flush:
             self.idle = False
             self.wakeup.put(None)
 
     # -- worker thread ------------------------------------------------------
+
+    def _urgent(self) -> bool:
+        # Only markers need an answer now; scanning stops at the first one.
+        return any(item is None or type(item) is _Flush for item in self.buffer[:64])
 
     def _take(self) -> list[Any]:
         with self.lock:
@@ -368,6 +379,14 @@ class _Worker:
                     continue
                 self.wakeup.get()
                 self.idle = False
+                # Woken by a first event after a quiet spell: let the ones that
+                # follow it (the rest of a task's start, its end) join it in one
+                # batch. One write per burst rather than per event keeps the
+                # thread from competing with the task for the GIL; a flush or a
+                # stop cuts the wait short (it always sends a token).
+                if LINGER_S > 0 and not self._urgent():
+                    with contextlib.suppress(queue.Empty):
+                        self.wakeup.get(timeout=LINGER_S)
                 continue
             flushes: list[_Flush] = []
             stop = False
