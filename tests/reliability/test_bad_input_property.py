@@ -15,7 +15,7 @@ import flowrecord
 from flowrecord.backends.local import LocalStore
 from flowrecord.testing import isolated
 
-pytestmark = [pytest.mark.reliability]
+pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
 DOCUMENTED = (TypeError, ValueError)
 

@@ -16,7 +16,7 @@ import pytest
 from flowrecord.backends.local import LocalStore
 from flowrecord.query import open_store, resolve_run, run_details
 
-pytestmark = [pytest.mark.reliability, pytest.mark.slow]
+pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.slow]
 
 _WRITER = textwrap.dedent(
     """
