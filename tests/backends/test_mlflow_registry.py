@@ -100,6 +100,10 @@ def test_versions_carry_lineage_and_aliases_move(mlflow_server, tmp_path):
         missing_version = hook("flowrecord_registry_get_version")(model="churn", version="9")
         again = hook("flowrecord_registry_get_version")(model="churn", version="1")
         models = hook("flowrecord_registry_list_models")()
+        from flowrecord.lifecycle import ModelRegistry
+
+        champion_moves = ModelRegistry().alias_history("churn", "champion")
+        no_history = ModelRegistry().alias_history("nope")
 
     client = MlflowClient(mlflow_server.url)
     (child,) = client.search_runs(
@@ -125,6 +129,12 @@ def test_versions_carry_lineage_and_aliases_move(mlflow_server, tmp_path):
 
     assert [m["previous_version"] for m in moves] == [None, None, "1", None]
     assert champion == "2" and missing_alias is None and missing_model is None
+    # MLflow keeps no alias history; the registry reads back the one flowrecord keeps.
+    assert [(m.version, m.previous_version, m.reason) for m in champion_moves] == [
+        ("1", None, "first model"),
+        ("2", "1", "beats champion"),
+    ]
+    assert no_history == []
     assert missing_version is None
     assert again["aliases"] == ["previous"]
     (churn,) = [m for m in models if m["name"] == "churn"]

@@ -272,6 +272,19 @@ def flowrecord_registry_get_alias(model: str, alias: str) -> str | None:
 
 
 @hookspec(firstresult=True)
+def flowrecord_registry_alias_history(
+    model: str, alias: str | None
+) -> Sequence[Mapping[str, Any]] | None:
+    """Every move of *model*'s aliases (or of one *alias*), oldest first.
+
+    :return: ``{"alias", "version", "previous_version", "reason", "ts"}`` per move,
+        or None when this backend does not hold the model.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec(firstresult=True)
 def flowrecord_registry_list_models() -> Sequence[Mapping[str, Any]] | None:
     """All registered models with their versions and aliases.
 

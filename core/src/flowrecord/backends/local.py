@@ -736,6 +736,19 @@ class LocalStore:
         )
         return rows[0]["version"] if rows else None
 
+    def alias_history(self, model: str, alias: str | None = None) -> list[dict[str, Any]] | None:
+        """Every alias move of *model* (or of one *alias*), oldest first; None: no such model."""
+        if not self.query("SELECT 1 FROM models WHERE name = ?", (model,)):
+            return None
+        sql = (
+            "SELECT alias, version, previous_version, reason, ts FROM alias_history WHERE model = ?"
+        )
+        params: list[Any] = [model]
+        if alias is not None:
+            sql += " AND alias = ?"
+            params.append(alias)
+        return [dict(r) for r in self.query(sql + " ORDER BY id", params)]
+
     def list_models(self) -> list[dict[str, Any]]:
         out = []
         for m in self.query("SELECT name, created_at FROM models ORDER BY name"):
@@ -883,6 +896,12 @@ class LocalBackend:
     @hookimpl
     def flowrecord_registry_get_alias(self, model: str, alias: str) -> str | None:
         return self._store().get_alias(model, alias)
+
+    @hookimpl
+    def flowrecord_registry_alias_history(
+        self, model: str, alias: str | None
+    ) -> Sequence[Mapping[str, Any]] | None:
+        return self._store().alias_history(model, alias)
 
     @hookimpl
     def flowrecord_registry_list_models(self) -> Sequence[Mapping[str, Any]] | None:

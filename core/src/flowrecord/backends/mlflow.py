@@ -1109,6 +1109,34 @@ class MlflowBackend:
         return {"model": model, **moved}
 
     @hookimpl
+    def flowrecord_registry_alias_history(
+        self, model: str, alias: str | None
+    ) -> Sequence[Mapping[str, Any]] | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            registered = self.client.get_registered_model(model)
+        except MlflowException as exc:
+            if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        try:
+            history = json.loads(registered.tags.get("flowrecord.alias_history", "[]"))
+        except ValueError:
+            history = []
+        return [
+            {
+                "alias": h.get("alias"),
+                "version": h.get("version"),
+                "previous_version": h.get("previous_version"),
+                "reason": h.get("reason"),
+                "ts": h.get("ts"),
+            }
+            for h in history
+            if isinstance(h, dict) and (alias is None or h.get("alias") == alias)
+        ]
+
+    @hookimpl
     def flowrecord_registry_get_alias(self, model: str, alias: str) -> str | None:
         from mlflow.exceptions import MlflowException
 

@@ -167,6 +167,9 @@ class _StoreRelay:
     def flowrecord_registry_list_models(self) -> Any:
         return self.store.list_models()
 
+    def flowrecord_registry_alias_history(self, *, model: str, alias: str | None) -> Any:
+        return self.store.alias_history(model, alias)
+
     def flowrecord_registry_set_alias(self, **kwargs: Any) -> Any:
         return self.store.set_alias(**kwargs)
 
@@ -305,27 +308,28 @@ class ModelRegistry:
     def alias_history(self, model: str, alias: str | None = None) -> list[AliasMove]:
         """Every move of *model*'s aliases (or of one *alias*), oldest first.
 
-        The history is kept by the local store; without it the list is empty.
+        From the registry that holds the model: the local store's history table,
+        or MLflow's (kept by flowrecord in a registered-model tag, MLflow having
+        none; the last 50 moves). Empty for a model no registry knows.
+
+        :raises RegistryUnavailable: no registry could answer.
         """
         _check_name("model", model)
-        store = self.local_store()
-        if store is None:
-            return []
-        sql = "SELECT * FROM alias_history WHERE model = ?"
-        params: list[Any] = [model]
         if alias is not None:
-            sql += " AND alias = ?"
-            params.append(alias)
+            _check_name("alias", alias)
+        rows = self._call("flowrecord_registry_alias_history", model=model, alias=alias) or ()
         return [
             AliasMove(
-                model=r["model"],
-                alias=r["alias"],
-                version=r["version"],
-                previous_version=r["previous_version"],
-                reason=r["reason"],
-                moved_at=r["ts"],
+                model=model,
+                alias=str(r.get("alias")),
+                version=str(r.get("version")),
+                previous_version=(
+                    None if r.get("previous_version") is None else str(r["previous_version"])
+                ),
+                reason=r.get("reason"),
+                moved_at=float(r.get("ts") or 0.0),
             )
-            for r in store.query(sql + " ORDER BY id", params)
+            for r in rows
         ]
 
     # -- writes ----------------------------------------------------------------
