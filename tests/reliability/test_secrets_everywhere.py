@@ -353,11 +353,6 @@ def test_each_planted_place_was_recorded_redacted(recorded: dict[str, Any]):
         assert not any(name.startswith("AIRFLOW_CONN") for name in environment)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: log_dataset keeps the uri as given; the password of a connection URI "
-    "reaches the store, OpenLineage and MLflow (recorder.log_dataset needs redact_value)",
-)
 def test_dataset_uri_credentials_are_not_written(recorded: dict[str, Any]):
     """The password inside a dataset URI is written by no backend."""
     written = _everything_written(recorded)

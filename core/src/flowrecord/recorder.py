@@ -991,7 +991,12 @@ def log_dataset(
             warnings=(f"describe failed: {exc}",),
             uri=None,
         )
-    resolved_name = name or _default_dataset_name(obj_or_path, info)
+    from flowrecord.collectors.secrets import redact_value
+
+    # A connection URI may carry a password (``postgresql://u:pw@h/db``): neither
+    # the URI nor a name made from it may take it to a backend.
+    resolved_name = redact_value(name or _default_dataset_name(obj_or_path, info))
+    resolved_uri = uri or info.uri
     event = DatasetEvent(
         event_id=new_event_id(),
         ts=time.time(),
@@ -999,7 +1004,7 @@ def log_dataset(
         task_id=task_id,
         name=resolved_name,
         role=role,
-        uri=uri or info.uri,
+        uri=redact_value(resolved_uri) if resolved_uri else resolved_uri,
         data_type=info.data_type,
         fingerprint=info.fingerprint,
         schema=tuple(info.schema),
