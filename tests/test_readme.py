@@ -44,3 +44,16 @@ def test_readme_names_the_two_commands_and_ci_calls_the_test_one():
     assert re.search(r"^make test\b", ci, flags=re.M)
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^demo:", makefile, flags=re.M) and re.search(r"^test:", makefile, flags=re.M)
+
+
+def test_reliability_table_names_tests_that_exist():
+    """Every test the README's reliability table cites exists, so the table cannot rot."""
+    section = README.split("## Reliability", 1)[1].split("\n## ", 1)[0]
+    cited = re.findall(r"`((?:tests/[\w/]+/)?test_\w+\.py)(?:::(\w+))?`", section)
+    assert len(cited) >= 8
+    root = Path(__file__).resolve().parent
+    for file, name in cited:
+        path = root.parent / file if file.startswith("tests/") else root / "reliability" / file
+        assert path.exists(), f"README cites {file}, which does not exist"
+        if name:
+            assert f"def {name}(" in path.read_text(), f"README cites {file}::{name}"
