@@ -248,7 +248,7 @@ def asset_datasets(
     run_id = _current_run_id(context)
     out: dict[str, list[dict[str, Any]]] = {}
     for role, refs in roles.items():
-        items = list(refs) if isinstance(refs, list | tuple) else [refs]
+        items: list[Any] = list(refs) if isinstance(refs, list | tuple) else [refs]
         found = out.setdefault(role, [])
         for ref in items:
             key = _asset_key(ref)
@@ -566,7 +566,8 @@ def retrain_schedule(
 def _identity(trigger: Any) -> dict[str, Any]:
     """What makes a fired trigger's request the same request: the data or point it saw."""
     ev = dict(trigger.evidence or {})
-    current = ev.get("current") if isinstance(ev.get("current"), Mapping) else {}
+    seen = ev.get("current")
+    current: Mapping[str, Any] = seen if isinstance(seen, Mapping) else {}
     return {
         "trigger": trigger.trigger,
         "subject": trigger.subject,
