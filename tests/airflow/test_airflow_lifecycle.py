@@ -253,6 +253,19 @@ def test_retrain_schedule_compiles_cron_triggers_and_both():
     assert retrain_schedule(drift, asset=mine) is mine
 
 
+@pytest.mark.unit
+def test_retrain_check_operator_declares_its_asset_and_refuses_a_cron_only_policy():
+    """The operator's outlet is the retrain Asset, once; a policy with only a cron has nothing to watch."""
+    from flowrecord.lifecycle import MetricDecayTrigger, RetrainPolicy
+    from flowrecord_airflow import RetrainCheckOperator, retrain_asset
+
+    policy = RetrainPolicy(model="m", metric_decay=MetricDecayTrigger("live_auc", floor=0.8))
+    op = RetrainCheckOperator(task_id="c1", policy=policy, outlets=[retrain_asset(policy)])
+    assert op.outlets == [retrain_asset(policy)]
+    with pytest.raises(ValueError, match="nothing to watch"):
+        RetrainCheckOperator(task_id="c2", policy=RetrainPolicy(model="m", cron="@daily"))
+
+
 def test_schedule_survives_serialization(load_dag, airflow_db):
     """The DAG scheduled by a policy keeps its cron and Asset through Airflow's serialization."""
     from airflow.serialization.serialized_objects import DagSerialization

@@ -346,6 +346,7 @@ class RetrainCheckOperator(BaseOperator):
     :param data: current data by dataset name (templated: upstream outputs), judged
         instead of the latest recorded versions.
     :param asset: the Asset to emit instead of :func:`retrain_asset`.
+    :raises ValueError: the policy has only a ``cron``: there is nothing to watch.
 
     Never put it with an event to emit inside the DAG its Asset schedules: every
     run would start the next. The decision (``RetrainDecision.as_dict()``) is
@@ -365,6 +366,11 @@ class RetrainCheckOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.policy = _policy(policy)
+        if not _has_data_triggers(self.policy):
+            raise ValueError(
+                f"retrain policy {self.policy.name!r} has no new_data, drift or metric_decay "
+                "trigger: nothing to watch (its cron is the training DAG's timetable)"
+            )
         self.data = data
         self.asset = asset if asset is not None else retrain_asset(self.policy)
         if not any(_same_asset(self.asset, o) for o in self.outlets):
