@@ -201,9 +201,14 @@ def machine() -> dict[str, Any]:
         load = [round(x, 2) for x in os.getloadavg()]
     except OSError:
         load = []
+    try:
+        memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (OSError, ValueError, AttributeError):
+        memory_gib = None
     return {
         "cpus": os.cpu_count(),
         "cpu_model": model,
+        "memory_gib": None if memory_gib is None else round(memory_gib, 1),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "load_average": load,
@@ -217,7 +222,13 @@ def machine() -> dict[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--json PATH`` (write the figures there) and ``--quick`` (small sizes)."""
-    parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH as JSON")
+    # Made absolute now: some scripts change directory before they report.
+    parser.add_argument(
+        "--json",
+        metavar="PATH",
+        type=os.path.abspath,
+        help="also write the figures to PATH as JSON",
+    )
     parser.add_argument(
         "--quick", action="store_true", help="small sizes and few repeats: a smoke run"
     )
@@ -230,7 +241,9 @@ def format_number(value: float | None, unit: str = "") -> str:
     if isinstance(value, float) and not math.isfinite(value):
         return f"{value} {unit}".strip()
     magnitude = abs(value)
-    if magnitude >= 1000:
+    if magnitude >= 10_000_000:
+        text = f"{value / 1e6:,.1f}M"  # rows/s: "15.9M" reads against a goal of "50M"
+    elif magnitude >= 1000:
         text = f"{value:,.0f}"
     elif magnitude >= 100:
         text = f"{value:.0f}"

@@ -11,7 +11,9 @@ and the medians are compared::
 
 Prints absolute wall times, the overhead per task and the ratio, and the time
 spent inside the listener hooks (measured in-process, so it holds on a busy
-machine where the wall-clock ratio is noisy).
+machine where the wall-clock ratio is noisy). ``--quick`` runs 10 tasks for
+one round; options given explicitly win. ``--json PATH`` writes the figures
+for ``run_all.py``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import Figure, add_arguments, report
 
 DAG_TEMPLATE = """
 from airflow.sdk import dag, task
@@ -111,9 +115,14 @@ def _run(dag, enabled: bool) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=5)
+    add_arguments(parser)
+    parser.add_argument("--tasks", type=int, help="no-op tasks in the DAG (default 50)")
+    parser.add_argument("--rounds", type=int, help="runs of each mode (default 5)")
     args = parser.parse_args()
+    if args.tasks is None:
+        args.tasks = 10 if args.quick else 50
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 5
 
     with tempfile.TemporaryDirectory(prefix="fr-bench-airflow-") as tmp:
         root = Path(tmp)
@@ -156,6 +165,33 @@ def main() -> int:
         f" off; {hook_ms / task_ms:.1%} of a no-op task's {task_ms:.1f} ms"
     )
     print(f"  task attempts recorded: {recorded}")
+    overhead = with_fr / without - 1
+    figures = [
+        Figure(
+            "Airflow: DAG of no-op tasks, wall time",
+            with_fr,
+            "s",
+            alternative=without,
+            alternative_name="the same DAG without flowrecord",
+            goal="< 2% of wall time",
+            met=overhead < 0.02,
+            note=(
+                f"dag.test() of {args.tasks} no-op tasks, median of {args.rounds}: "
+                f"{overhead:+.1%}, {per_task_ms:+.2f} ms per task; "
+                f"{recorded} task attempts recorded"
+            ),
+        ),
+        Figure(
+            "Airflow: time inside the listener hooks, per task",
+            hook_ms,
+            "ms",
+            note=(
+                f"{hook_ms / task_ms:.1%} of a no-op task's {task_ms:.1f} ms; "
+                f"{idle_ms:.3f} ms with flowrecord off"
+            ),
+        ),
+    ]
+    report("bench_airflow", figures, json_path=args.json)
     return 0
 
 

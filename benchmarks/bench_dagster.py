@@ -15,6 +15,9 @@ Trivial assets are the worst case: a step that does nothing makes Dagster's
 own work per step (~20 ms) the whole run, and flowrecord's fixed cost per task
 shows at its largest.
 
+``--quick`` materialises 10 assets for one round; options given explicitly
+win. ``--json PATH`` writes the figures for ``run_all.py``.
+
 Run: ``uv run --no-sync python benchmarks/bench_dagster.py [--assets 50] [--rounds 7] [--work-ms 0]``
 """
 
@@ -28,6 +31,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from _common import Figure, add_arguments, report
 
 # Dagster prints every event to the console at DEBUG; no variant should pay for that.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -85,10 +90,15 @@ def _settings(sampling: bool, code: bool) -> Callable[[], None]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--assets", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=7)
+    add_arguments(parser)
+    parser.add_argument("--assets", type=int, help="assets materialised (default 50)")
+    parser.add_argument("--rounds", type=int, help="rounds of every variant (default 7)")
     parser.add_argument("--work-ms", type=float, default=0.0, help="CPU work per asset")
     args = parser.parse_args(argv)
+    if args.assets is None:
+        args.assets = 10 if args.quick else 50
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 7
 
     home = Path(tempfile.mkdtemp(prefix="fr-bench-dagster-"))
     os.environ["FLOWRECORD_HOME"] = str(home)
@@ -139,6 +149,40 @@ def main(argv: list[str] | None = None) -> int:
         )
     overhead = statistics.median(walls["with flowrecord"]) / base_wall - 1
     print(f"  flowrecord overhead: {overhead * 100:+.1f}% of wall time (goal: < 2%)")
+    with_wall = statistics.median(walls["with flowrecord"])
+    with_cpu = statistics.median(cpus["with flowrecord"])
+    breakdown = ", ".join(
+        f"{label} {statistics.median(walls[name]) / base_wall - 1:+.1%}"
+        for name, label in (
+            ("  sampling off", "with sampling off"),
+            ("  + code capture off", "and code capture off"),
+        )
+    )
+    figures = [
+        Figure(
+            f"Dagster: {kind} assets, wall time",
+            with_wall,
+            "s",
+            alternative=base_wall,
+            alternative_name="the same assets without flowrecord",
+            goal="< 2% of wall time",
+            met=overhead < 0.02,
+            note=(
+                f"materialize of {args.assets} assets in process, median of {args.rounds}: "
+                f"{overhead:+.1%}, {(with_wall - base_wall) * 1000 / args.assets:+.2f} ms per "
+                f"asset; {breakdown}"
+            ),
+        ),
+        Figure(
+            f"Dagster: {kind} assets, CPU time",
+            with_cpu,
+            "s",
+            alternative=base_cpu,
+            alternative_name="the same assets without flowrecord",
+            note="process CPU, every thread",
+        ),
+    ]
+    report("bench_dagster", figures, json_path=args.json)
     return 0
 
 

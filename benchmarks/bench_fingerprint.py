@@ -23,10 +23,13 @@ alternating; default 1 GiB) and measures, in one run:
   (sampled every 2 ms) above the starting RSS.
 
 Each figure is the best of ``--repeat`` runs: on a shared machine the
-minimum is the least noisy estimate.
+minimum is the least noisy estimate. ``--quick`` uses 64 MiB, one repeat,
+20,000 rows for MLflow and a 1,000,000-row column; options given explicitly
+win. ``--json PATH`` writes the headline figures for ``run_all.py``.
 
     uv run --no-sync python benchmarks/bench_fingerprint.py
     uv run --no-sync python benchmarks/bench_fingerprint.py --size-mb 256 --repeat 3
+    uv run --no-sync python benchmarks/bench_fingerprint.py --quick --json /tmp/fingerprint.json
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import numpy as np
 import psutil
 import pyarrow as pa
 import xxhash
+from _common import Figure, add_arguments, at_least, report
 
 from flowrecord.collectors.fingerprint import fingerprint, fingerprint_table
 from flowrecord.collectors.profile import profile
@@ -138,22 +142,26 @@ def min_max_all(table: pa.Table) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    parser.add_argument("--size-mb", type=int, help="table size in MiB (default 1024)")
+    parser.add_argument("--repeat", type=int, help="runs per measurement; the best counts (3)")
     parser.add_argument(
-        "--size-mb", type=int, default=1024, help="table size in MiB (default 1024)"
-    )
-    parser.add_argument(
-        "--repeat", type=int, default=3, help="runs per measurement; the best counts"
-    )
-    parser.add_argument(
-        "--mlflow-rows", type=int, default=200_000, help="rows given to MLflow's digest"
+        "--mlflow-rows", type=int, help="rows given to MLflow's digest (default 200,000)"
     )
     parser.add_argument(
         "--profile-rows",
         type=int,
-        default=10_000_000,
         help="rows of the one-column table profiled (default 10,000,000)",
     )
     args = parser.parse_args()
+    for name, full, quick in (
+        ("size_mb", 1024, 64),
+        ("repeat", 3, 1),
+        ("mlflow_rows", 200_000, 20_000),
+        ("profile_rows", 10_000_000, 1_000_000),
+    ):
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
 
     table = build_table(args.size_mb)
     with_nulls = build_table(args.size_mb, null_fraction=0.1, seed=1)
@@ -185,11 +193,14 @@ def main() -> None:
     with PeakMemory() as memory:
         seconds, digest = best_of(args.repeat, lambda: fingerprint_table(table))
     ours = record("flowrecord fingerprint_table", seconds, nbytes, memory)
+    memory_ours = memory
     with PeakMemory() as memory:
         seconds, _ = best_of(args.repeat, partial(fingerprint_table, with_nulls))
     ours_nulls = record(
         "flowrecord fingerprint_table, 10% nulls", seconds, with_nulls.nbytes, memory
     )
+    memory_nulls = memory
+    with_nulls_bytes = with_nulls.nbytes
     del with_nulls
 
     import pandas as pd
@@ -198,19 +209,23 @@ def main() -> None:
     with PeakMemory() as memory:
         seconds, pandas_digest = best_of(args.repeat, partial(fingerprint, frame))
     ours_pandas = record("flowrecord fingerprint(pandas DataFrame)", seconds, nbytes, memory)
+    memory_pandas = memory
     assert pandas_digest == digest, "pandas and Arrow views of the same data must agree"
 
     with PeakMemory() as memory:
         seconds, _ = best_of(args.repeat, partial(pd.util.hash_pandas_object, frame, index=False))
     peer_pandas = record("pandas.util.hash_pandas_object", seconds, nbytes, memory)
+    memory_peer = memory
 
     try:
         from mlflow.data.digest_utils import compute_pandas_digest
     except ImportError:
         compute_pandas_digest = None
+    peer_mlflow, mlflow_rows = None, 0
     if compute_pandas_digest is not None:
         head = frame.iloc[: args.mlflow_rows]
         head_bytes = int(head.memory_usage(index=False).sum())
+        mlflow_rows = len(head)
         seconds, _ = best_of(max(1, args.repeat - 1), partial(compute_pandas_digest, head))
         peer_mlflow = record(
             f"mlflow compute_pandas_digest ({len(head):,} rows)", seconds, head_bytes
@@ -263,10 +278,120 @@ def main() -> None:
         )
     print(f"  goal 8 GB/s: {'met' if ours >= 8 else 'not met'} ({ours:.2f} GB/s)")
     values_per_second = rows * COLUMNS / seconds
+    rows_per_second = rows / seconds
     print(
-        f"  profile goal 50M values/s: {'met' if values_per_second >= 50e6 else 'not met'} "
-        f"({values_per_second / 1e6:.1f}M values/s over {COLUMNS} columns)"
+        f"  profile goal 50M rows/s: {'met' if rows_per_second >= 50e6 else 'not met'} "
+        f"({rows_per_second / 1e6:.1f}M rows/s, {values_per_second / 1e6:.1f}M values/s "
+        f"over {COLUMNS} columns)"
     )
+
+    size = f"{nbytes / 2**20:,.0f} MiB, {rows:,} rows x {COLUMNS} columns"
+    best = f"best of {args.repeat}"
+    figures = [
+        Figure(
+            "fingerprint a table, against hash_pandas_object",
+            ours,
+            "GB/s",
+            alternative=peer_pandas,
+            alternative_name="pandas.util.hash_pandas_object",
+            better="higher",
+            goal=">= 8 GB/s",
+            met=at_least(ours, 8),
+            note=f"fingerprint_table on an Arrow table of {size}; {best}",
+        ),
+        Figure(
+            "fingerprint a pandas DataFrame, against hash_pandas_object",
+            ours_pandas,
+            "GB/s",
+            alternative=peer_pandas,
+            alternative_name="pandas.util.hash_pandas_object",
+            better="higher",
+            note="fingerprint(DataFrame), the conversion to Arrow included",
+        ),
+        Figure(
+            "fingerprint a table, against MLflow's dataset digest",
+            ours,
+            "GB/s",
+            alternative=peer_mlflow,
+            alternative_name="mlflow compute_pandas_digest",
+            better="higher",
+            note=(
+                f"per byte given: MLflow gets the first {mlflow_rows:,} rows only (and hashes "
+                "only its first 10,000)"
+                if peer_mlflow is not None
+                else "MLflow is not installed"
+            ),
+        ),
+        Figure(
+            "fingerprint a table, against a plain memory read",
+            ours,
+            "GB/s",
+            alternative=floor_sum,
+            alternative_name="numpy sum of the buffers, 1 thread",
+            better="higher",
+        ),
+        Figure(
+            "fingerprint a table, against hashing the raw buffers",
+            ours,
+            "GB/s",
+            alternative=floor_hash,
+            alternative_name=f"xxh3-128, {os.cpu_count()} threads",
+            better="higher",
+            note="the floor: what a fingerprint could at best cost",
+        ),
+        Figure(
+            "fingerprint a table with 10% nulls",
+            ours_nulls,
+            "GB/s",
+            alternative=ours,
+            alternative_name="the same without nulls",
+            better="higher",
+        ),
+        Figure(
+            "peak extra memory while fingerprinting a table",
+            100 * _extra(memory_ours) / nbytes,
+            "%",
+            alternative=100 * _extra(memory_peer) / nbytes,
+            alternative_name="hash_pandas_object",
+            goal="< 10% of the table",
+            met=_extra(memory_ours) < 0.1 * nbytes,
+            note=(
+                "the larger of peak Arrow allocations and peak RSS (sampled every 2 ms) above "
+                "the start, fingerprint_table; with 10% nulls "
+                f"{100 * _extra(memory_nulls) / with_nulls_bytes:.1f}%, from pandas "
+                f"{100 * _extra(memory_pandas) / nbytes:.1f}%; profiling is not included"
+            ),
+        ),
+        Figure(
+            "profile a table",
+            rows_per_second,
+            "rows/s",
+            alternative=rows / min_max_seconds,
+            alternative_name="pyarrow.compute.min_max, same columns",
+            better="higher",
+            goal=">= 50M rows/s",
+            met=at_least(rows_per_second, 50e6),
+            note=(
+                f"{size}: {values_per_second / 1e6:.1f}M values/s; the schema-free checks "
+                "are not included"
+            ),
+        ),
+        Figure(
+            "profile one float64 column",
+            args.profile_rows / single_seconds,
+            "rows/s",
+            alternative=args.profile_rows / single_min_max,
+            alternative_name="pyarrow.compute.min_max",
+            better="higher",
+            note=f"{args.profile_rows:,} rows",
+        ),
+    ]
+    report("bench_fingerprint", figures, json_path=args.json)
+
+
+def _extra(memory: PeakMemory) -> int:
+    """Bytes above the start at the peak: the larger of Arrow's and the process's count."""
+    return max(memory.arrow_extra, memory.rss_extra)
 
 
 if __name__ == "__main__":

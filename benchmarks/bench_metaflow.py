@@ -9,6 +9,9 @@ task process: Metaflow runs each task in its own), then both per task and the
 ratio. Each figure is the best of the repeats: on a shared machine the minimum
 is the least noisy estimate, and CPU time is steadier than wall time.
 
+``--quick`` runs a foreach of 3, once each; options given explicitly win.
+``--json PATH`` writes the figures for ``run_all.py``.
+
     uv run --no-sync python benchmarks/bench_metaflow.py
     uv run --no-sync python benchmarks/bench_metaflow.py --foreach 10 --repeat 5 --max-workers 4
 """
@@ -23,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import Figure, add_arguments, report
 
 FLOW = """
 from metaflow import FlowSpec, step
@@ -86,10 +91,15 @@ def run_once(flow: Path, root: Path, env: dict[str, str], args: list[str]) -> tu
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--foreach", type=int, default=10, help="tasks in the foreach")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each variant")
+    add_arguments(parser)
+    parser.add_argument("--foreach", type=int, help="tasks in the foreach (default 10)")
+    parser.add_argument("--repeat", type=int, help="runs of each variant (default 3)")
     parser.add_argument("--max-workers", type=int, default=1, help="Metaflow --max-workers")
     opts = parser.parse_args()
+    if opts.foreach is None:
+        opts.foreach = 3 if opts.quick else 10
+    if opts.repeat is None:
+        opts.repeat = 1 if opts.quick else 3
 
     with tempfile.TemporaryDirectory(prefix="bench-metaflow-") as scratch:
         root = Path(scratch)
@@ -130,6 +140,31 @@ def main() -> None:
         f"overhead per task: wall {(w1 - w0) / tasks * 1000:+.0f} ms, "
         f"CPU {(c1 - c0) / tasks * 1000:+.0f} ms; ratio wall {w1 / w0:.2f}x, CPU {c1 / c0:.2f}x"
     )
+    setting = (
+        f"{tasks} no-op tasks (foreach of {opts.foreach}), --max-workers {opts.max_workers}, "
+        f"best of {opts.repeat}"
+    )
+    figures = [
+        Figure(
+            "Metaflow: run of no-op tasks, wall time",
+            w1,
+            "s",
+            alternative=w0,
+            alternative_name="the same run without --with flowrecord",
+            goal="< 2% of wall time",
+            met=w1 / w0 - 1 < 0.02,
+            note=f"{setting}: {w1 / w0 - 1:+.1%}, {(w1 - w0) / tasks * 1000:+.0f} ms per task",
+        ),
+        Figure(
+            "Metaflow: run of no-op tasks, CPU time",
+            c1,
+            "s",
+            alternative=c0,
+            alternative_name="the same run without --with flowrecord",
+            note=f"{(c1 - c0) / tasks * 1000:+.0f} ms CPU per task",
+        ),
+    ]
+    report("bench_metaflow", figures, json_path=opts.json)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,18 @@
 """Run every benchmark and print one table of ratios (``make bench``).
 
 Each ``benchmarks/bench_*.py`` runs as its own subprocess, one after the other
-(they measure time: running them side by side would measure each other). A
-script that takes ``--json PATH`` (see ``_common.add_arguments``) hands its
-figures back that way and they join the combined table: figure, flowrecord,
-alternative, ratio, goal, met?. A script without it is run all the same and
-its own printed table stands as it is, in the output and in the results file;
-nothing is parsed out of it.
+(they measure time: running them side by side would measure each other), in
+the order of the goals they answer (:data:`ORDER`), then any others by name.
+Every script takes ``--json PATH`` (see ``_common.add_arguments``) and hands
+its figures back that way; they make the one combined table: figure,
+flowrecord, alternative, ratio, goal, met?. Each script's detailed printout is
+echoed as it runs. A script without ``--json`` would be run all the same, its
+own printed table standing as it is; nothing is parsed out of it.
 
-``--quick`` passes ``--quick`` to the scripts that take it, and small sizes to
-the few older ones that do not (only options their source defines). Results
-go to ``benchmarks/results/latest.json`` (git-ignored) and the table is printed
-again as markdown, to paste into the README.
+``--quick`` passes ``--quick`` to every script: small sizes, a smoke run whose
+numbers mean little. Results go to ``benchmarks/results/latest.json``
+(git-ignored) and the table is printed again as markdown, with the date and
+the machine, to paste into the README.
 
 Benchmarks never fail on a number; the exit status is non-zero only when a
 script itself failed (crashed or ran past ``--timeout``).
@@ -40,20 +41,17 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "latest.json"
 PYCACHE = HERE / "results" / "pycache"  # git-ignored with the results
 
-#: Small sizes for scripts that have no --quick of their own; an option is
-#: passed only if the script's source defines it.
-QUICK_ARGS: dict[str, list[list[str]]] = {
-    "bench_fingerprint.py": [["--size-mb", "64"], ["--repeat", "1"], ["--mlflow-rows", "20000"]],
-    "bench_validation.py": [
-        ["--rows", "200000"],
-        ["--drift-rows", "1000000"],
-        ["--repeat", "1"],
-    ],
-    "bench_metaflow.py": [["--foreach", "3"], ["--repeat", "1"]],
-    "bench_mlflow.py": [["--points", "2000"], ["--plain-points", "50"]],
-    "bench_airflow.py": [["--tasks", "10"], ["--rounds", "1"]],
-    "bench_dagster.py": [["--assets", "10"], ["--rounds", "1"]],
-}
+#: The scripts in the order of the goals they answer (the combined table's
+#: order); scripts not named here run after them, by name.
+ORDER = (
+    "bench_core.py",  # import, open + close a task, log_metric, points into the local store
+    "bench_mlflow.py",  # points through the MLflow backend
+    "bench_fingerprint.py",  # fingerprint, memory, profile
+    "bench_validation.py",  # pandera, drift
+    "bench_airflow.py",  # per-task overhead in the orchestrators
+    "bench_dagster.py",
+    "bench_metaflow.py",
+)
 
 
 @dataclass
@@ -83,29 +81,23 @@ class ScriptRun:
 
 
 def discover(only: list[str]) -> list[Path]:
-    """The bench_*.py scripts, sorted; with *only*, those whose name contains one of them."""
-    scripts = sorted(HERE.glob("bench_*.py"))
+    """The bench_*.py scripts in :data:`ORDER`; with *only*, those whose name has one of them."""
+    rank = {name: i for i, name in enumerate(ORDER)}
+    scripts = sorted(HERE.glob("bench_*.py"), key=lambda s: (rank.get(s.name, len(ORDER)), s.name))
     if only:
         scripts = [s for s in scripts if any(word in s.name for word in only)]
     return scripts
 
 
-def arguments_for(
-    script: Path, source: str, quick: bool, json_path: Path
-) -> tuple[list[str], bool]:
-    """Command-line arguments for *script*, and whether it writes JSON."""
+def arguments_for(source: str, quick: bool, json_path: Path) -> tuple[list[str], bool]:
+    """Command-line arguments for a script of *source*, and whether it writes JSON."""
     takes_common = "add_arguments(" in source
     takes_json = takes_common or '"--json"' in source
     args: list[str] = []
     if takes_json:
         args += ["--json", str(json_path)]
-    if quick:
-        if takes_common or '"--quick"' in source:
-            args.append("--quick")
-        else:
-            for option in QUICK_ARGS.get(script.name, []):
-                if f'"{option[0]}"' in source:
-                    args += option
+    if quick and (takes_common or '"--quick"' in source):
+        args.append("--quick")
     return args, takes_json
 
 
@@ -121,7 +113,7 @@ def run_script(script: Path, quick: bool, timeout: float, workdir: Path) -> Scri
     """Run one script, echoing its output as it comes; read its figures back."""
     source = script.read_text(encoding="utf-8")
     json_path = workdir / f"{script.stem}.json"
-    args, takes_json = arguments_for(script, source, quick, json_path)
+    args, takes_json = arguments_for(source, quick, json_path)
     result = ScriptRun(script.name, args, takes_json=takes_json)
     print(f"\n=== {script.name} {' '.join(args)}", flush=True)
     lines: list[str] = []
@@ -190,10 +182,7 @@ def main() -> int:
         return 2
     started_at = time.strftime("%Y-%m-%d %H:%M:%S %z")
     before = machine()
-    print(
-        f"{len(scripts)} benchmarks on {before['cpus']} CPUs ({before['cpu_model']}), "
-        f"Python {before['python']}, load average {before['load_average']}"
-    )
+    print(f"{len(scripts)} benchmarks on {describe(before)}, load average {before['load_average']}")
     runs = []
     with tempfile.TemporaryDirectory(prefix="flowrecord-bench-") as tmp:
         for script in scripts:
@@ -212,12 +201,13 @@ def main() -> int:
     args.results.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
 
     print("\n" + "=" * 100)
+    size = "--quick sizes" if args.quick else "full sizes"
     header = (
-        f"flowrecord benchmarks, {started_at}{' (quick)' if args.quick else ''}: "
-        f"{before['cpus']} CPUs ({before['cpu_model']}), Python {before['python']}, "
+        f"flowrecord benchmarks, {started_at} ({size}): {describe(before)}, "
         f"load average {before['load_average']} -> {after['load_average']}"
     )
     print(text_table(figures, header) if figures else header + "\n(no script wrote figures)")
+    print(goals_line(figures))
     plain = [r.script for r in runs if not r.takes_json and r.error is None]
     if plain:
         print(f"\nprinted their own tables above (no --json, nothing parsed): {', '.join(plain)}")
@@ -226,12 +216,52 @@ def main() -> int:
         print(f"FAILED {r.script}: {r.error}")
     print(f"\nresults: {args.results}")
     print("\nmarkdown:\n")
-    print(f"Measured {started_at} on {before['cpus']} CPUs ({before['cpu_model']}), ", end="")
-    print(f"Python {before['python']}, load average {before['load_average']}.\n")
+    print(
+        f"Measured {started_at} with `run_all.py` ({size}) on {describe(before)}; "
+        f"load average {_loads(before['load_average'])} before, "
+        f"{_loads(after['load_average'])} after.\n"
+    )
     print(markdown_table(figures) if figures else "(no script wrote figures)")
+    if figures:
+        print(f"\n{goals_line(figures)}")
+        notes = [f for f in figures if f.note]
+        if notes:
+            print()
+            for f in notes:
+                print(f"- {f.name}: {f.note}")
     if plain:
         print(f"\n(Own tables, not in this one: {', '.join(plain)}.)")
+    if failed:
+        print(f"\n(Failed, so not in this table: {', '.join(r.script for r in failed)}.)")
     return 1 if failed else 0
+
+
+def describe(info: dict[str, Any]) -> str:
+    """The machine in a few words: CPUs and model, memory, operating system, Python."""
+    memory = info.get("memory_gib")
+    return (
+        f"{info['cpus']} CPUs ({info['cpu_model']})"
+        + (f", {memory:.0f} GiB memory" if memory else "")
+        + f", {info['platform']}, Python {info['python']}"
+    )
+
+
+def _loads(values: list[float]) -> str:
+    return " / ".join(f"{v:.1f}" for v in values) if values else "unknown"
+
+
+def goals_line(figures: list[Figure]) -> str:
+    """How many goals the figures meet, and which they miss."""
+    with_goal = [f for f in figures if f.goal]
+    met = [f for f in with_goal if f.met]
+    missed = [f.name for f in with_goal if f.met is False]
+    unknown = [f.name for f in with_goal if f.met is None]
+    line = f"goals met: {len(met)} of {len(with_goal)}"
+    if missed:
+        line += f"; missed: {'; '.join(missed)}"
+    if unknown:
+        line += f"; not measured: {'; '.join(unknown)}"
+    return line
 
 
 if __name__ == "__main__":
