@@ -167,6 +167,15 @@ def test_refused_gate_blocks_downstream_and_fails_the_run(flowrecord_home, store
         ("1", 1, "succeeded"),
         ("2", 0, "failed"),
     ]
+    # deploy never ran: the record shows it skipped, by the failed gate check.
+    deploys = rows(
+        store,
+        "SELECT t.state, t.attributes FROM tasks t JOIN runs r USING (run_id) "
+        "WHERE t.name LIKE '%deploy%' AND r.run_key = ? ORDER BY t.started_at",
+        result.run_id,
+    )
+    assert [d["state"] for d in deploys] == ["skipped"]
+    assert "model_version_promotion_gate" in json.loads(deploys[0]["attributes"])["skipped_by"]
 
 
 def test_missing_version_fails_closed_and_records_no_decision(flowrecord_home, store):

@@ -86,7 +86,11 @@ def test_fail_policy_makes_a_blocking_check_that_stops_downstream(flowrecord_hom
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     assert materialized == {dg.AssetKey("prices")}
     tasks = {t["name"]: t["state"] for t in rows(store, "SELECT name, state FROM tasks")}
-    assert tasks == {"prices": "succeeded", "prices:flowrecord_schema": "failed"}
+    assert tasks == {
+        "prices": "succeeded",
+        "prices:flowrecord_schema": "failed",
+        "priced_report": "skipped",  # not executed: the blocking check failed
+    }
     (validation,) = rows(store, "SELECT policy, passed FROM validations")
     assert validation == {"policy": "fail", "passed": 0}
 

@@ -137,10 +137,13 @@ def test_week_two_is_refused_and_deploy_never_runs(
     assert f"dagster run {weeks[2]}: churn refused" in out
     assert "churn_deploy was not materialised" in out
     tasks = weeks["world"].tasks(weeks[2])
-    assert set(tasks) == STEPS  # churn_deploy never started
+    assert set(tasks) == STEPS | {"churn_deploy"}
     assert {n: t["state"] for n, t in tasks.items() if t["state"] != "succeeded"} == {
-        "churn_model_version:promotion_gate": "failed"
+        "churn_model_version:promotion_gate": "failed",
+        "churn_deploy": "skipped",  # never started: recorded as skipped, by the gate
     }
+    skipped_by = json.loads(tasks["churn_deploy"]["attributes"])["skipped_by"]
+    assert "promotion_gate" in skipped_by
     assert "DagsterAssetCheckFailedError" in tasks["churn_model_version:promotion_gate"]["error"]
     assert {t["run_state"] for t in tasks.values()} == {"failed"}
 

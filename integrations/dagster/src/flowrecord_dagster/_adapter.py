@@ -66,6 +66,9 @@ _RUN_END = {
 }
 _MATERIALIZATION = _T.ASSET_MATERIALIZATION.value
 _SKIPPED = _T.STEP_SKIPPED.value
+# The engine's words for a step it will not run (dagster/_core/execution/plan/active.py).
+_ABANDONED = "Dependencies for step "
+_ABANDON_DEPS = re.compile(r"(?:failed|were not executed): \[([^\]]*)\]")
 _WATCHED = frozenset({*_STEP_START, *_STEP_END, *_RUN_END, _MATERIALIZATION, _SKIPPED})
 
 # Run tags worth keeping on each task: the partition a run materialises.
@@ -129,7 +132,17 @@ class RunRecorder:
     def __call__(self, entry: dg.EventLogEntry) -> None:
         """Instance listener: called with every event logged for the run in this process."""
         event = entry.dagster_event
-        if event is None or event.event_type_value not in _WATCHED:
+        if event is None:
+            # A step abandoned because an upstream step failed (a blocking check, a
+            # failed asset) gets no event of its own, only the engine's log line.
+            message = entry.user_message or ""
+            if entry.step_key and message.startswith(_ABANDONED):
+                try:
+                    self.step_abandoned(entry.step_key, message)
+                except Exception as exc:
+                    log.warning("flowrecord: could not record abandoned step: %s", exc)
+            return
+        if event.event_type_value not in _WATCHED:
             return
         try:
             self.on_event(event)
@@ -213,6 +226,25 @@ class RunRecorder:
             activate=False,
         )
         recorder.end_task(task, state=State.SKIPPED)
+
+    def step_abandoned(self, step_key: str, message: str) -> None:
+        """Record a step Dagster did not execute because what it depends on failed."""
+        if step_key in self.steps:
+            return
+        node = self.catalog.node_for_step(step_key)
+        failed = _ABANDON_DEPS.findall(message)
+        blockers = sorted({k.strip().strip("'\"") for group in failed for k in group.split(",")})
+        attributes: dict[str, Any] = {"step": step_key, "kind": node.kind if node else "op"}
+        if blockers:
+            attributes["skipped_by"] = ",".join(b for b in blockers if b)
+        task = recorder.start_task(
+            self.catalog.task_name(step_key),
+            run=self.handle,
+            attributes=attributes,
+            sample_system=False,
+            activate=False,
+        )
+        recorder.end_task(task, state=State.SKIPPED, error=message)
 
     def run_ended(self, state: State, kind: str) -> None:
         for step_key in list(self.steps):
