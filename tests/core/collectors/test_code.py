@@ -236,3 +236,28 @@ def test_environment_is_selected_and_redacted():
         "MLFLOW_TRACKING_URI": "https://bob:***@mlflow.internal",
         "SLURM_JOB_ID": "42",
     }
+
+
+@pytest.mark.unit
+def test_package_listing_is_reused_until_something_is_installed(tmp_path: Path, monkeypatch):
+    """The second capture in a process reuses the listing; a new distribution is seen at once."""
+    import sys
+
+    from flowrecord.collectors import code
+
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    first = code._installed_packages()
+    calls = []
+    real = code._read_packages
+    monkeypatch.setattr(code, "_read_packages", lambda: calls.append(1) or real())
+    assert code._installed_packages() == first and calls == []
+    # "Install" a distribution: a new .dist-info directory changes the site directory.
+    time.sleep(0.01)
+    info = site / "frtestpkg-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: frtestpkg\nVersion: 1.2.3\n\n")
+    again = code._installed_packages()
+    assert calls == [1] and again["frtestpkg"] == "1.2.3"
+    assert sys.path[0] == str(site)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -259,8 +260,36 @@ def _parse_status(raw: bytes, warnings: list[str]) -> tuple[bool, list[str]]:
     return dirty, untracked
 
 
+# The last listing, with the sys.path directories (and their modification times)
+# it was read from: a process that records many runs reads its packages once,
+# and again only after something was installed or removed (which changes a
+# directory on sys.path).
+_packages_cache: tuple[tuple[tuple[str, int], ...], dict[str, str]] | None = None
+
+
+def _path_state() -> tuple[tuple[str, int], ...]:
+    state = []
+    for entry in sys.path:
+        try:
+            state.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            state.append((entry, -1))
+    return tuple(state)
+
+
 def _installed_packages() -> dict[str, str]:
     """Distribution name -> version, the first found on sys.path winning (as import does)."""
+    global _packages_cache
+    state = _path_state()
+    cached = _packages_cache
+    if cached is not None and cached[0] == state:
+        return dict(cached[1])
+    packages = _read_packages()
+    _packages_cache = (state, packages)
+    return dict(packages)
+
+
+def _read_packages() -> dict[str, str]:
     from importlib import metadata
 
     packages: dict[str, str] = {}
