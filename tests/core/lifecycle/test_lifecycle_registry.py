@@ -98,6 +98,11 @@ def test_aliases_champion_history_and_resolution(flowrecord_home: Path):
         ("1", None, "first"),
         ("2", "1", "better"),
     ]
+    # The hook behind it, as a registry backend answers it: None for a model it lacks.
+    hook = recorder.get_runtime().pm.hook.flowrecord_registry_alias_history
+    assert [m["version"] for m in hook(model="churn", alias=None)] == ["1", "2"]
+    assert hook(model="nope", alias=None) is None
+    assert registry.alias_history("nope") == []
     models = registry.list_models()
     assert models[0]["name"] == "churn" and models[0]["aliases"] == {"champion": "2"}
     with pytest.raises(ModelNotFound):
