@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["CronSchedule"]
+__all__ = ["CronSchedule", "expand_macro"]
 
 _MACROS = {
     "@yearly": "0 0 1 1 *",
@@ -25,6 +25,14 @@ _MACROS = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
+
+
+def expand_macro(expression: str) -> str:
+    """The five fields a macro (``@daily``, ``@weekly``...) stands for; other text as given."""
+    text = expression.strip()
+    return _MACROS.get(text.lower(), text)
+
+
 _MONTHS = {
     m: i
     for i, m in enumerate(
@@ -91,7 +99,7 @@ class CronSchedule:
     def __init__(self, expression: str) -> None:
         if not isinstance(expression, str):
             raise TypeError(f"a cron expression must be a str, not {type(expression).__name__}")
-        text = _MACROS.get(expression.strip().lower(), expression.strip())
+        text = expand_macro(expression)
         parts = text.split()
         if len(parts) != 5:
             raise ValueError(

@@ -24,7 +24,6 @@ where an Airflow user looks for them:
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -54,11 +53,9 @@ _REFERENCE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 def _resolve(reference: str) -> Any:
     """The object ``"package.module:NAME"`` names (``NAME`` may be dotted)."""
-    module_name, _, attr = reference.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
+    from flowrecord.lifecycle.references import resolve_reference
+
+    return resolve_reference(reference)
 
 
 def _check_reference(what: str, value: str) -> None:
@@ -263,16 +260,11 @@ _MACROS = {"@annually": "@yearly", "@midnight": "@daily"}
 
 
 def _policy(policy: Any) -> RetrainPolicy:
-    from flowrecord.lifecycle import RetrainPolicy
+    from flowrecord.lifecycle.references import as_retrain_policy
 
     if isinstance(policy, str):
         _check_reference("policy", policy)
-        policy = _resolve(policy)
-    if not isinstance(policy, RetrainPolicy):
-        raise TypeError(
-            f"policy must be a RetrainPolicy or 'module:NAME' naming one, not {type(policy).__name__}"
-        )
-    return policy
+    return as_retrain_policy(policy, _resolve)
 
 
 def retrain_asset(policy: RetrainPolicy | str) -> Asset:

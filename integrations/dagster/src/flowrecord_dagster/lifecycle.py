@@ -28,7 +28,6 @@ a Dagster user looks for them:
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
 import json
 import logging
@@ -77,15 +76,6 @@ RETRAIN_POLICY_TAG = "flowrecord/retrain_policy"
 
 _LOOKBACK = 50  # materializations of one asset read to find those of this run
 _MAX_TAG = 2000  # characters of reasons kept in a run tag
-_CRON_MACROS = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
 
 AssetRef = str | dg.AssetKey | dg.AssetsDefinition
 """An asset: its key, its name as the UI writes it (``raw/orders``), or its definition."""
@@ -96,13 +86,9 @@ AssetRef = str | dg.AssetKey | dg.AssetsDefinition
 
 
 def _import(reference: str) -> Any:
-    module_name, sep, attr = reference.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"{reference!r} must be written 'module:NAME'")
-    target: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        target = getattr(target, part)
-    return target
+    from flowrecord.lifecycle.references import resolve_reference
+
+    return resolve_reference(reference)
 
 
 def _check_gate_arg(gate: Any) -> None:
@@ -133,14 +119,9 @@ def _resolve_gate(gate: Any, inputs: Mapping[str, Any]) -> PromotionGate:
 
 
 def _policy(policy: Any) -> RetrainPolicy:
-    from flowrecord.lifecycle import RetrainPolicy
+    from flowrecord.lifecycle.references import as_retrain_policy
 
-    obj = _import(policy) if isinstance(policy, str) else policy
-    if not isinstance(obj, RetrainPolicy):
-        raise TypeError(
-            f"policy must be a RetrainPolicy or 'module:NAME' naming one, not {type(obj).__name__}"
-        )
-    return obj
+    return as_retrain_policy(policy, _import)
 
 
 def _version_text(version: Any) -> str:
@@ -545,7 +526,9 @@ def retrain_schedule(
     p = _policy(policy)
     if not p.cron:
         raise ValueError(f"retrain policy {p.name!r} of {p.model!r} has no cron to schedule")
-    cron = _CRON_MACROS.get(p.cron.strip(), p.cron.strip())
+    from flowrecord.lifecycle._cron import expand_macro
+
+    cron = expand_macro(p.cron)
     return dg.ScheduleDefinition(
         name=name or f"{_dagster_name(p.model)}_retrain_schedule",
         cron_schedule=cron,

@@ -424,14 +424,9 @@ class RetrainDecorators:
 
 
 def _policy(policy: Any) -> RetrainPolicy:
-    from flowrecord.lifecycle import RetrainPolicy
+    from flowrecord.lifecycle.references import as_retrain_policy
 
-    obj = _resolve(policy) if isinstance(policy, str) else policy
-    if not isinstance(obj, RetrainPolicy):
-        raise TypeError(
-            f"policy must be a RetrainPolicy or 'module:NAME' naming one, not {type(obj).__name__}"
-        )
-    return obj
+    return as_retrain_policy(policy, _resolve)
 
 
 def retrain_decorators(
