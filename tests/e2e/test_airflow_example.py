@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fr_e2e_world import StoreWorld
 
 from flowrecord.backends.local import LocalStore
 
@@ -52,12 +53,13 @@ def doc_commands() -> list[list[str]]:
     return [shlex.split(line) for line in block.splitlines() if line.strip()]
 
 
-class World:
+class World(StoreWorld):
     """A throwaway flowrecord home (and the Airflow home the script puts inside it)."""
 
+    pipeline = "churn_retrain"
+
     def __init__(self, root: Path) -> None:
-        self.root = root
-        self.home = root / "flowrecord-home"
+        super().__init__(root)
         # Nothing of the test session's Airflow setup: the script must manage alone.
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
         self.env = {
@@ -83,21 +85,6 @@ class World:
         assert proc.returncode == 0, out[-4000:]
         return proc.stdout
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """``flowrecord <args>`` against this world's store."""
-        main = "import sys; from flowrecord.cli import main; sys.exit(main())"
-        return subprocess.run(
-            [sys.executable, "-c", main, *args],
-            cwd=self.root,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        return [dict(r) for r in LocalStore(self.home).query(sql, params)]
-
     def airflow_rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         """Rows of the Airflow metadata DB the script used."""
         db = self.home / "airflow" / "airflow.db"
@@ -110,14 +97,6 @@ class World:
             "SELECT run_key FROM runs WHERE pipeline = ? ORDER BY started_at", (dag_id,)
         )
         return [r["run_key"] for r in rows]
-
-    def tasks(self, run_key: str) -> dict[str, dict[str, Any]]:
-        rows = self.rows(
-            "SELECT t.*, r.state AS run_state FROM tasks t JOIN runs r USING (run_id) "
-            "WHERE r.pipeline = 'churn_retrain' AND r.run_key = ?",
-            (run_key,),
-        )
-        return {r["name"]: r for r in rows}
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from flowrecord.backends.local import LocalStore
+from fr_e2e_world import StoreWorld
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "dagster" / "churn_defs.py"
@@ -40,12 +39,13 @@ STEPS = {
 }
 
 
-class World:
+class World(StoreWorld):
     """A throwaway flowrecord home and Dagster home, and how to run the example in them."""
 
+    pipeline = "churn_retrain"
+
     def __init__(self, root: Path) -> None:
-        self.root = root
-        self.home = root / "flowrecord-home"
+        super().__init__(root)
         self.dagster_home = root / "dagster-home"
         self.dagster_home.mkdir(parents=True)
         (self.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -69,29 +69,6 @@ class World:
         )
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
         return proc.stdout
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """``flowrecord <args>`` against this world's store."""
-        main = "import sys; from flowrecord.cli import main; sys.exit(main())"
-        return subprocess.run(
-            [sys.executable, "-c", main, *args],
-            cwd=self.root,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        return [dict(r) for r in LocalStore(self.home).query(sql, params)]
-
-    def tasks(self, run_key: str) -> dict[str, dict[str, Any]]:
-        rows = self.rows(
-            "SELECT t.*, r.state AS run_state FROM tasks t JOIN runs r USING (run_id) "
-            "WHERE r.pipeline = 'churn_retrain' AND r.run_key = ?",
-            (run_key,),
-        )
-        return {r["name"]: r for r in rows}
 
 
 def _run_id(stdout: str) -> str:

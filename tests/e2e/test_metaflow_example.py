@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from flowrecord.backends.local import LocalStore
+from fr_e2e_world import StoreWorld
 
 REPO = Path(__file__).resolve().parents[2]
 FLOW = REPO / "examples" / "metaflow" / "churn_flow.py"
@@ -37,13 +36,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 STEPS = {"start", "features", "train", "evaluate", "gate", "deploy", "end"}
 
 
-class World:
+class World(StoreWorld):
     """A throwaway local Metaflow datastore and flowrecord home, and how to run in them."""
+
+    pipeline = "ChurnFlow"
 
     def __init__(self, root: Path) -> None:
         (root / ".metaflow").mkdir(parents=True)
-        self.root = root
-        self.home = root / "flowrecord-home"
+        super().__init__(root)
         self.env = {
             **os.environ,
             "METAFLOW_HOME": str(root / "metaflow-config"),
@@ -77,29 +77,6 @@ class World:
         match = re.search(r"run-id (\S+?)\)?:", out)
         assert match, out[-2000:]
         return match.group(1)
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """``flowrecord <args>`` against this world's store."""
-        main = "import sys; from flowrecord.cli import main; sys.exit(main())"
-        return subprocess.run(
-            [sys.executable, "-c", main, *args],
-            cwd=self.root,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        return [dict(r) for r in LocalStore(self.home).query(sql, params)]
-
-    def tasks(self, run_key: str) -> dict[str, dict[str, Any]]:
-        rows = self.rows(
-            "SELECT t.*, r.state AS run_state FROM tasks t JOIN runs r USING (run_id) "
-            "WHERE r.pipeline = 'ChurnFlow' AND r.run_key = ?",
-            (run_key,),
-        )
-        return {r["name"]: r for r in rows}
 
 
 class _Webhook(http.server.BaseHTTPRequestHandler):
