@@ -153,12 +153,6 @@ def _celery_problem() -> str | None:
     return None
 
 
-def _has_asyncpg() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("asyncpg") is not None
-
-
 def _drop(admin_url: str, name: str) -> None:
     import psycopg2
 
@@ -226,13 +220,6 @@ def deployment(
             "FLOWRECORD_SAMPLE_INTERVAL": "0.2",
         }
     )
-    if not _has_asyncpg():
-        # Airflow also opens an async engine, which for PostgreSQL wants asyncpg, absent
-        # from the dev environment. Only multi-team lookups, the task state store's async
-        # calls and the "wait for DAG run" stream use it, none of them here.
-        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] = (
-            f"sqlite+aiosqlite:///{home / 'unused-async.db'}"
-        )
     deployment = Deployment(
         home=home, env=env, port=port, queue=queue, celery_problem=celery_problem
     )
