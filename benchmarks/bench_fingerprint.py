@@ -39,6 +39,7 @@ import gc
 import os
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -234,6 +235,15 @@ def main() -> None:
 
     seconds, prof = best_of(args.repeat, lambda: profile(table))
     assert prof["row_count"] == rows
+    # The profile's temporaries are numpy arrays, which tracemalloc sees (RSS would
+    # not: the allocator reuses what the pandas frame above left behind), and
+    # Arrow buffers, which the pool counts. Measured in a run of its own, untimed.
+    tracemalloc.start()
+    with PeakMemory() as memory_profile:
+        profile(table)
+    traced_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    memory_profile.rss_extra = max(memory_profile.rss_extra, traced_peak)
     min_max_seconds, _ = best_of(args.repeat, partial(min_max_all, table))
     single = pa.table({"x": np.random.default_rng(2).random(args.profile_rows)})
     single_seconds, _ = best_of(args.repeat, partial(profile, single))
@@ -348,18 +358,22 @@ def main() -> None:
             better="higher",
         ),
         Figure(
-            "peak extra memory while fingerprinting a table",
-            100 * _extra(memory_ours) / nbytes,
+            "peak extra memory while fingerprinting and profiling a table",
+            100 * max(_extra(memory_ours), _extra(memory_profile)) / nbytes,
             "%",
             alternative=100 * _extra(memory_peer) / nbytes,
             alternative_name="hash_pandas_object",
             goal="< 10% of the table",
-            met=_extra(memory_ours) < 0.1 * nbytes,
+            met=max(_extra(memory_ours), _extra(memory_profile)) < 0.1 * nbytes,
             note=(
                 "the larger of peak Arrow allocations and peak RSS (sampled every 2 ms) above "
-                "the start, fingerprint_table; with 10% nulls "
+                "the start, the larger of fingerprint_table's "
+                f"({100 * _extra(memory_ours) / nbytes:.1f}%) and profile's "
+                f"({100 * _extra(memory_profile) / nbytes:.1f}%, numpy's allocations as "
+                "tracemalloc counts them), which log_dataset runs one after the other; "
+                "fingerprint with 10% nulls "
                 f"{100 * _extra(memory_nulls) / with_nulls_bytes:.1f}%, from pandas "
-                f"{100 * _extra(memory_pandas) / nbytes:.1f}%; profiling is not included"
+                f"{100 * _extra(memory_pandas) / nbytes:.1f}%"
             ),
         ),
         Figure(
