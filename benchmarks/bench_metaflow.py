@@ -92,7 +92,9 @@ def run_once(flow: Path, root: Path, env: dict[str, str], args: list[str]) -> tu
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_arguments(parser)
-    parser.add_argument("--foreach", type=int, help="tasks in the foreach (default 45: 50 tasks in all)")
+    parser.add_argument(
+        "--foreach", type=int, help="tasks in the foreach (default 45: 50 tasks in all)"
+    )
     parser.add_argument("--repeat", type=int, help="runs of each variant (default 3)")
     parser.add_argument("--max-workers", type=int, default=1, help="Metaflow --max-workers")
     opts = parser.parse_args()
