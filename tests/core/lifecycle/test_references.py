@@ -56,3 +56,36 @@ def test_cron_macros_expand_as_the_schedule_reads_them():
     assert expand_macro("@midnight") == "0 0 * * *"
     assert expand_macro("5 4 * * 1") == "5 4 * * 1"
     assert CronSchedule("@hourly").minutes == CronSchedule("0 * * * *").minutes
+
+
+def _decision(*triggers):
+    import time
+
+    from flowrecord.lifecycle import RetrainDecision
+
+    return RetrainDecision(
+        model="churn",
+        policy="retrain",
+        should_retrain=any(t.fired for t in triggers),
+        reasons=tuple(t.reason for t in triggers),
+        evidence={},
+        triggers=tuple(triggers),
+        checked_at=time.time(),
+    )
+
+
+def test_event_triggers_leave_out_cron_and_the_key_follows_what_was_seen():
+    """A due cron is not an event; the key is stable for the same data and moves with new data."""
+    from flowrecord.lifecycle import TriggerResult
+
+    def drift(fp: str, fired: bool = True) -> TriggerResult:
+        ev = {"current": {"fingerprint": fp}, "champion": "1"}
+        return TriggerResult("drift", "features", fired, "psi high", ev)
+
+    cron = TriggerResult("cron", "0 3 * * 1", True, "tick")
+    assert _decision(cron).event_triggers == () and _decision(cron).event_key() is None
+    a = _decision(cron, drift("xxh3:a"))
+    assert [t.label for t in a.event_triggers] == ["drift:features"]
+    assert a.event_key() == _decision(drift("xxh3:a")).event_key()  # cron plays no part
+    assert a.event_key() != _decision(drift("xxh3:b")).event_key()
+    assert _decision(drift("xxh3:a", fired=False)).event_key() is None

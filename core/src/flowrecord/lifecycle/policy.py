@@ -52,6 +52,8 @@ True
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -179,6 +181,27 @@ class TriggerResult:
             "error": self.error,
         }
 
+    @property
+    def label(self) -> str:
+        """``"drift:churn_features"``: the trigger and what it watched."""
+        return f"{self.trigger}:{self.subject}"
+
+    def identity(self) -> dict[str, Any]:
+        """What makes this firing the same firing on a later check: the data it saw
+        (fingerprint), the champion it compared with, the metric point it read."""
+        ev = dict(self.evidence or {})
+        seen = ev.get("current")
+        current: Mapping[str, Any] = seen if isinstance(seen, Mapping) else {}
+        return {
+            "trigger": self.trigger,
+            "subject": self.subject,
+            "fingerprint": current.get("fingerprint"),
+            "champion": ev.get("champion"),
+            "point": [ev.get("run_id"), ev.get("recorded_at")]
+            if self.trigger == "metric_decay"
+            else None,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class RetrainDecision:
@@ -198,6 +221,27 @@ class RetrainDecision:
     def errors(self) -> tuple[str, ...]:
         """Why some triggers could not be evaluated."""
         return tuple(f"{t.trigger} {t.subject}: {t.error}" for t in self.triggers if t.error)
+
+    @property
+    def event_triggers(self) -> tuple[TriggerResult, ...]:
+        """The data and metric triggers that fired: what an orchestrator's event or
+        sensor acts on (a due ``cron`` is the schedule's business)."""
+        return tuple(t for t in self.triggers if t.fired and t.trigger != "cron")
+
+    def event_key(self) -> str | None:
+        """A stable key of the situation :attr:`event_triggers` describe, or None when
+        none fired: the same new data, drift against the same champion or the same
+        metric point give the same key on every check, so an orchestrator can ask
+        for one run per situation rather than one per check."""
+        fired = self.event_triggers
+        if not fired:
+            return None
+        identity = json.dumps(
+            {"model": self.model, "policy": self.policy, "fired": [t.identity() for t in fired]},
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
     def as_dict(self) -> dict[str, Any]:
         return {

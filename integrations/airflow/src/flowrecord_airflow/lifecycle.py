@@ -387,7 +387,7 @@ class RetrainCheckOperator(BaseOperator):
             raise AirflowSkipException(
                 f"no retrain of {self.policy.model} due: no data or metric trigger fired"
             )
-        reasons = [t.reason for t in decision.triggers if t.fired and t.trigger != "cron"]
+        reasons = [t.reason for t in decision.event_triggers]
         context["outlet_events"][self.asset].extra = {
             "model": self.policy.model,
             "policy": self.policy.name,
@@ -406,9 +406,7 @@ class RetrainCheckOperator(BaseOperator):
 
 def _fired(decision: RetrainDecision) -> tuple[str, ...]:
     """The data and metric triggers that fired, as ``"drift:churn_features"``."""
-    return tuple(
-        f"{t.trigger}:{t.subject}" for t in decision.triggers if t.fired and t.trigger != "cron"
-    )
+    return tuple(t.label for t in decision.event_triggers)
 
 
 def _same_asset(a: Any, b: Any) -> bool:

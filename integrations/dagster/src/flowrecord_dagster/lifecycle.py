@@ -27,9 +27,7 @@ a Dagster user looks for them:
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import logging
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -546,22 +544,6 @@ def retrain_schedule(
     )
 
 
-def _identity(trigger: Any) -> dict[str, Any]:
-    """What makes a fired trigger's request the same request: the data or point it saw."""
-    ev = dict(trigger.evidence or {})
-    seen = ev.get("current")
-    current: Mapping[str, Any] = seen if isinstance(seen, Mapping) else {}
-    return {
-        "trigger": trigger.trigger,
-        "subject": trigger.subject,
-        "fingerprint": current.get("fingerprint"),
-        "champion": ev.get("champion"),
-        "point": [ev.get("run_id"), ev.get("recorded_at")]
-        if trigger.trigger == "metric_decay"
-        else None,
-    }
-
-
 def retrain_run_request(
     policy: RetrainPolicy | str,
     *,
@@ -594,24 +576,18 @@ def retrain_run_request(
             decision = p.check()
     else:
         decision = p.check()
-    fired = [t for t in decision.triggers if t.fired and t.trigger != "cron"]
+    fired = decision.event_triggers
     if not fired:
         lines = list(decision.reasons) + [f"error: {e}" for e in decision.errors]
         return dg.SkipReason(
             f"no retrain of {p.model} due (policy {p.name!r}): " + "; ".join(lines)
         )
-    identity = json.dumps(
-        {"model": p.model, "policy": p.name, "fired": [_identity(t) for t in fired]},
-        sort_keys=True,
-        default=str,
-    )
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
     return dg.RunRequest(
-        run_key=f"flowrecord-retrain-{_dagster_name(p.model)}-{digest}",
+        run_key=f"flowrecord-retrain-{_dagster_name(p.model)}-{decision.event_key()}",
         run_config=dict(run_config or {}),
         tags={
             RETRAIN_REASONS_TAG: " | ".join(t.reason for t in fired)[:_MAX_TAG],
-            RETRAIN_TRIGGERS_TAG: ",".join(f"{t.trigger}:{t.subject}" for t in fired),
+            RETRAIN_TRIGGERS_TAG: ",".join(t.label for t in fired),
             RETRAIN_POLICY_TAG: p.name,
             MODEL_KEY: p.model,
         },

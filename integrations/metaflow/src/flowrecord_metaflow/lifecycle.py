@@ -531,9 +531,7 @@ def check_retrain(
     p = _policy(policy)
     decision = p.check(data=data)
     name = event or retrain_event_name(p)
-    fired = tuple(
-        f"{t.trigger}:{t.subject}" for t in decision.triggers if t.fired and t.trigger != "cron"
-    )
+    fired = tuple(t.label for t in decision.event_triggers)
     event_id = None
     if publish and fired:
         if force or os.environ.get("ARGO_WORKFLOW_TEMPLATE"):
