@@ -426,3 +426,29 @@ def test_listener_joins_a_live_runtime_without_spooling(flowrecord_home: Path):
     rows = LocalStore(flowrecord_home).query("SELECT key FROM metric_points ORDER BY key")
     assert [r[0] for r in rows] == ["after", "before"]
     assert pending_spool_files(spool_dirs(flowrecord_home, "listener")) == []
+
+
+@pytest.mark.unit
+def test_log_dataset_uri_is_a_str_or_path_and_anything_else_is_refused_at_the_call(
+    tmp_path: Path,
+):
+    """A path uri is stored as text; bytes, numbers, empty text raise TypeError, never
+    reaching a backend that would refuse the event on every replay."""
+    import pandas as pd
+
+    from flowrecord.testing import isolated
+
+    frame = pd.DataFrame({"a": [1]})
+    with isolated(tmp_path / "home"):
+        with flowrecord.run("p", "r"), flowrecord.task("t"):
+            event = flowrecord.log_dataset(frame, name="t", uri=tmp_path / "data.parquet")
+            assert event.uri == str(tmp_path / "data.parquet")
+            for bad in (123, b"s3://bucket/key", ""):
+                with pytest.raises(TypeError, match="uri"):
+                    flowrecord.log_dataset(frame, name="t", uri=bad)
+            with pytest.raises(TypeError, match="data_type"):
+                flowrecord.log_dataset(frame, name="t", fingerprint="x", data_type=7)
+        assert flowrecord.flush(5)
+        from flowrecord.dispatcher import pending_spool_files, spool_dirs
+
+        assert pending_spool_files(spool_dirs(tmp_path / "home", "local")) == []

@@ -947,6 +947,9 @@ def log_dataset(
     :param fingerprint: a content id the caller already has (an orchestrator's own
         artifact hash, say); the object is then not read at all.
     :param data_type: what to call the object's type in the record.
+    :param uri: where the dataset lives (a str or a path); a password in it is
+        redacted before any backend sees it.
+    :raises TypeError: *uri*, *fingerprint* or *data_type* is not a non-empty str.
 
     >>> import flowrecord, pandas as pd
     >>> flowrecord.log_dataset(pd.DataFrame({"x": [1, 2]}), name="train", role="output")
@@ -955,6 +958,12 @@ def log_dataset(
         raise ValueError(f"role must be 'input' or 'output', not {role!r}")
     if name is not None:
         _check_name("dataset name", name)
+    if uri is not None:
+        uri = os.fspath(uri) if isinstance(uri, os.PathLike) else uri
+        if not isinstance(uri, str) or not uri:
+            raise TypeError(f"uri must be a non-empty str or path, not {uri!r}")
+    if data_type is not None and (not isinstance(data_type, str) or not data_type):
+        raise TypeError(f"data_type must be a non-empty str, not {data_type!r}")
     run_id, task_id = _target()
     rt = get_runtime()
     from flowrecord.collectors.datasets import DatasetDescription, describe
