@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +49,23 @@ class StoreWorld:
             (self.pipeline, run_key),
         )
         return {r["name"]: r for r in rows}
+
+    def gate_decision(self, run_key: str, gate_task: str) -> dict[str, Any]:
+        """The one gate decision recorded under *gate_task* in run *run_key*."""
+        task = self.tasks(run_key)[gate_task]
+        (row,) = self.rows("SELECT * FROM gate_decisions WHERE task_id = ?", (task["task_id"],))
+        return row
+
+    def explain_champion(self, training_run_key: str, training_task: str) -> dict[str, Any]:
+        """``flowrecord explain churn@champion --json``, checked to name version 1,
+        promoted, trained by *training_task* in run *training_run_key*, on validated
+        ``churn_raw``; the text form is checked to name it too."""
+        out = self.cli("explain", "churn@champion", "--json")
+        assert out.returncode == 0, out.stderr[-2000:]
+        x = json.loads(out.stdout)
+        assert (x["model"], x["version"]) == ("churn", "1")
+        assert x["promotion"]["applied"] and x["training"]["run"]["run_key"] == training_run_key
+        assert x["training"]["task"]["name"] == training_task
+        text = self.cli("explain", "churn@champion")
+        assert text.returncode == 0 and "churn version 1 (champion)" in text.stdout
+        return x

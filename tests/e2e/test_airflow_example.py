@@ -159,9 +159,7 @@ def test_each_week_has_a_gate_decision_under_the_gate_task(weeks: dict) -> None:
     world = weeks["world"]
     decisions = {}
     for week in (1, 2):
-        gate = world.tasks(weeks[week])["gate"]
-        (row,) = world.rows("SELECT * FROM gate_decisions WHERE task_id = ?", (gate["task_id"],))
-        decisions[week] = row
+        decisions[week] = world.gate_decision(weeks[week], "gate")
     assert (decisions[1]["version"], decisions[1]["applied"]) == ("1", 1)
     assert (decisions[2]["version"], decisions[2]["applied"]) == ("2", 0)
     reasons = json.loads(decisions[2]["reasons"])
@@ -276,14 +274,7 @@ def test_the_watcher_emits_the_retrain_asset_event_only_after_the_drifted_week(w
 def test_explain_still_names_version_one_and_traces_its_data(weeks: dict) -> None:
     """flowrecord explain churn@champion --json: version 1, trained by evaluate, raw data from ingest."""
     world = weeks["world"]
-    out = world.cli("explain", "churn@champion", "--json")
-    assert out.returncode == 0, out.stderr[-2000:]
-    x = json.loads(out.stdout)
-    assert (x["model"], x["version"]) == ("churn", "1")
-    assert x["promotion"]["applied"] and x["training"]["run"]["run_key"] == weeks[1]
-    assert x["training"]["task"]["name"] == "evaluate"
+    x = world.explain_champion(weeks[1], "evaluate")
     (raw,) = [d for d in x["datasets"] if d["name"] == "churn_raw"]
     assert raw["role"] == "train" and {w["task"] for w in raw["written_by"]} == {"ingest"}
     assert raw["validations"] and all(v["passed"] for v in raw["validations"])
-    text = world.cli("explain", "churn@champion")
-    assert text.returncode == 0 and "churn version 1 (champion)" in text.stdout

@@ -144,9 +144,7 @@ def test_each_week_has_a_gate_decision_on_the_check_task(weeks: dict) -> None:
     world = weeks["world"]
     decisions = {}
     for week in (1, 2):
-        gate = world.tasks(weeks[week])["churn_model_version:promotion_gate"]
-        (row,) = world.rows("SELECT * FROM gate_decisions WHERE task_id = ?", (gate["task_id"],))
-        decisions[week] = row
+        decisions[week] = world.gate_decision(weeks[week], "churn_model_version:promotion_gate")
     assert (decisions[1]["version"], decisions[1]["applied"]) == ("1", 1)
     assert (decisions[2]["version"], decisions[2]["applied"]) == ("2", 0)
     reasons = json.loads(decisions[2]["reasons"])
@@ -189,17 +187,10 @@ def test_datasets_are_validated_and_linked_by_fingerprint(weeks: dict) -> None:
 def test_explain_names_version_one_trained_in_week_one(weeks: dict) -> None:
     """flowrecord explain churn@champion --json: version 1, from week 1's registering asset."""
     world = weeks["world"]
-    out = world.cli("explain", "churn@champion", "--json")
-    assert out.returncode == 0, out.stderr[-2000:]
-    x = json.loads(out.stdout)
-    assert (x["model"], x["version"]) == ("churn", "1")
-    assert x["promotion"]["applied"] and x["training"]["run"]["run_key"] == weeks[1]
-    assert x["training"]["task"]["name"] == "churn_model_version"
+    x = world.explain_champion(weeks[1], "churn_model_version")
     (raw,) = [d for d in x["datasets"] if d["name"] == "churn_raw"]
     assert raw["role"] == "train" and [w["task"] for w in raw["written_by"]] == ["churn_raw"]
     assert raw["validations"] and all(v["passed"] for v in raw["validations"])
-    text = world.cli("explain", "churn@champion")
-    assert text.returncode == 0 and "churn version 1 (champion)" in text.stdout
 
 
 def test_the_retrain_sensor_skips_after_week_one_and_fires_on_drift_once(weeks: dict) -> None:

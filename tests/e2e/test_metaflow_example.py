@@ -206,11 +206,9 @@ def test_each_week_has_a_gate_decision_with_reasons(weeks: dict) -> None:
     world = weeks["world"]
     decisions = {}
     for week in (1, 2):
-        gate = world.tasks(weeks[week])["gate"]
-        (row,) = world.rows("SELECT * FROM gate_decisions WHERE task_id = ?", (gate["task_id"],))
-        decisions[week] = row
+        decisions[week] = world.gate_decision(weeks[week], "gate")
         artifact = Run(f"ChurnFlow/{weeks[week]}")["gate"].task["gate_decision"].data
-        assert artifact["decision_id"] == row["decision_id"]
+        assert artifact["decision_id"] == decisions[week]["decision_id"]
     assert (decisions[1]["version"], decisions[1]["applied"]) == ("1", 1)
     assert (decisions[2]["version"], decisions[2]["applied"]) == ("2", 0)
     reasons = json.loads(decisions[2]["reasons"])
@@ -241,12 +239,7 @@ def test_week_two_drift_fired_the_retrain_trigger(weeks: dict) -> None:
 def test_explain_traces_the_champion_back_to_the_raw_data(weeks: dict) -> None:
     """flowrecord explain churn@champion --json: version 1, trained by evaluate on churn_raw from start."""
     world = weeks["world"]
-    out = world.cli("explain", "churn@champion", "--json")
-    assert out.returncode == 0, out.stderr[-2000:]
-    x = json.loads(out.stdout)
-    assert (x["model"], x["version"]) == ("churn", "1")
-    assert x["promotion"]["applied"] and x["training"]["run"]["run_key"] == weeks[1]
-    assert x["training"]["task"]["name"] == "evaluate"
+    x = world.explain_champion(weeks[1], "evaluate")
     (raw,) = [d for d in x["datasets"] if d["name"] == "churn_raw"]
     assert raw["role"] == "train" and [w["task"] for w in raw["written_by"]] == ["start"]
     assert raw["validations"] and all(v["passed"] for v in raw["validations"])
