@@ -19,7 +19,6 @@ local subprocesses, and the store is ``./.flowrecord-demo`` (or
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -82,26 +81,22 @@ def _environment(home: Path) -> dict[str, str]:
 def _last_decision(home: Path, since: float) -> str:
     """The gate's decision in the run that just ended, as one line."""
     from flowrecord.backends.local import LocalStore
+    from flowrecord.lifecycle import decisions
 
     store = LocalStore(home)
     try:
-        rows = store.query(
-            "SELECT version, passed, applied, reasons FROM gate_decisions WHERE ts >= ? "
-            "ORDER BY ts DESC LIMIT 1",
-            (since,),
-        )
+        made = [d for d in decisions("churn", store=store) if d["decided_at"] >= since]
     finally:
         store.close()
-    if not rows:
+    if not made:
         return "no gate decision recorded"
-    row = rows[0]
-    reasons = json.loads(row["reasons"] or "[]")
-    if row["applied"]:
-        return f"version {row['version']} promoted to champion"
-    failed = [r for r in reasons if not str(r).startswith("pass")]
+    last = made[-1]
+    if last["applied"]:
+        return f"version {last['version']} promoted to champion"
+    failed = [r for r in last["reasons"] if not str(r).startswith("pass")]
     why = failed[0] if failed else "refused"
     more = f" (+{len(failed) - 1} more)" if len(failed) > 1 else ""
-    return f"version {row['version']} refused: {why}{more}"
+    return f"version {last['version']} refused: {why}{more}"
 
 
 def main(argv: list[str] | None = None) -> int:
