@@ -261,3 +261,15 @@ def test_package_listing_is_reused_until_something_is_installed(tmp_path: Path, 
     again = code._installed_packages()
     assert calls == [1] and again["frtestpkg"] == "1.2.3"
     assert sys.path[0] == str(site)
+
+
+@pytest.mark.unit
+def test_odd_sys_path_entries_do_not_break_the_package_listing(monkeypatch):
+    """A missing directory or a Path object on sys.path still lists packages."""
+    import sys
+
+    from flowrecord.collectors import code
+
+    monkeypatch.setattr(sys, "path", [*sys.path, "/no/such/dir", Path("/tmp")])
+    packages = code._installed_packages()
+    assert "pytest" in {name.lower() for name in packages}

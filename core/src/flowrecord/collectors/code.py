@@ -271,9 +271,9 @@ def _path_state() -> tuple[tuple[str, int], ...]:
     state = []
     for entry in sys.path:
         try:
-            state.append((entry, os.stat(entry or ".").st_mtime_ns))
-        except OSError:
-            state.append((entry, -1))
+            state.append((str(entry), os.stat(entry or ".").st_mtime_ns))
+        except (OSError, TypeError, ValueError):  # gone, or not a path at all
+            state.append((repr(entry), -1))
     return tuple(state)
 
 
