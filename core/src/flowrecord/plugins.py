@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from importlib.metadata import entry_points
 from typing import Any
 
 import pluggy
@@ -37,6 +36,8 @@ class BackendNotFound(LookupError):
 
 def available_backends() -> dict[str, str]:
     """Installed backend names and their entry-point targets."""
+    from importlib.metadata import entry_points
+
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
@@ -63,6 +64,8 @@ def load_backend(name: str) -> Any:
         module_name, _, attr = builtin.partition(":")
         target = getattr(importlib.import_module(module_name), attr)
         return target() if isinstance(target, type) else target
+    from importlib.metadata import entry_points  # ~10 ms: only for third-party backends
+
     matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
     if not matches:
         known = ", ".join(sorted(available_backends())) or "none"

@@ -25,14 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flowrecord.collectors.fingerprint import (
-    data_kind,
-    fingerprint_path,
-    fingerprint_table,
-    to_arrow,
-)
-from flowrecord.collectors.profile import profile as profile_table
-from flowrecord.collectors.profile import schema_of
+# Hashing and profiling are imported where a dataset is actually read: most
+# values a task hands over are not data sets, and asking costs no import.
+from flowrecord.collectors.kinds import data_kind
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -100,6 +95,8 @@ def describe(obj: object, *, with_profile: bool = True) -> DatasetDescription:
 
 
 def _describe(obj: object, with_profile: bool) -> DatasetDescription:
+    from flowrecord.collectors.fingerprint import to_arrow
+
     path = _as_path(obj)
     if path is not None:
         return _describe_path(obj, path, with_profile)
@@ -125,6 +122,10 @@ def _describe(obj: object, with_profile: bool) -> DatasetDescription:
 def _describe_table(
     kind: str, table: pa.Table, with_profile: bool, *, fingerprint: str | None = None
 ) -> DatasetDescription:
+    from flowrecord.collectors.fingerprint import fingerprint_table
+    from flowrecord.collectors.profile import profile as profile_table
+    from flowrecord.collectors.profile import schema_of
+
     warnings: list[str] = []
     digest = fingerprint
     if digest is None:
@@ -173,6 +174,8 @@ def _as_path(obj: object) -> Path | None:
 
 
 def _describe_path(obj: object, path: Path, with_profile: bool) -> DatasetDescription:
+    from flowrecord.collectors.fingerprint import fingerprint_path
+
     uri = path.absolute().as_uri()
     if not path.exists():
         return DatasetDescription(
@@ -240,6 +243,8 @@ def _file_metadata(
 ) -> tuple[tuple[dict[str, Any], ...], int | None, dict[str, Any]]:
     """Schema, row count and (Parquet only) a statistics profile, without reading the data."""
     import pyarrow as pa
+
+    from flowrecord.collectors.profile import schema_of
 
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
@@ -311,6 +316,8 @@ def _parquet_directory(path: Path) -> tuple[tuple[dict[str, Any], ...], int | No
     if not files:
         return (), None
     import pyarrow.parquet as pq
+
+    from flowrecord.collectors.profile import schema_of
 
     first = pq.read_metadata(files[0])
     rows = first.num_rows + sum(pq.read_metadata(f).num_rows for f in files[1:])

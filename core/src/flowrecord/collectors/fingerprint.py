@@ -50,11 +50,12 @@ from __future__ import annotations
 
 import os
 import stat
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import xxhash
+
+from flowrecord.collectors.kinds import data_kind
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -244,29 +245,6 @@ def to_arrow(obj: object) -> pa.Table:
         if isinstance(obj, pl.LazyFrame):
             raise TypeError("cannot read a polars LazyFrame without running it: collect() it first")
     raise TypeError(f"cannot fingerprint an object of type {_type_name(obj)}")
-
-
-def data_kind(obj: object) -> str | None:
-    """Say which data library ``obj`` belongs to: "pandas", "polars", "arrow" or None.
-
-    Subclasses count (a GeoDataFrame is a pandas frame). Only libraries that
-    are already imported are asked: an object of a library nobody imported
-    cannot exist, and asking must not import pandas or polars.
-    """
-    modules = sys.modules
-    if "pyarrow" in modules:
-        pa = modules["pyarrow"]
-        if isinstance(obj, (pa.Table, pa.RecordBatch, pa.Array, pa.ChunkedArray)):
-            return "arrow"
-    if "pandas" in modules:
-        pd = modules["pandas"]
-        if isinstance(obj, (pd.DataFrame, pd.Series)):
-            return "pandas"
-    if "polars" in modules:
-        pl = modules["polars"]
-        if isinstance(obj, (pl.DataFrame, pl.Series, pl.LazyFrame)):
-            return "polars"
-    return None
 
 
 def is_repr_encoded(field: pa.Field) -> bool:

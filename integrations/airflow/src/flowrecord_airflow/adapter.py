@@ -697,7 +697,7 @@ def _record_return_value(ti: Any, ident: TaskIdentity) -> None:
 
 def _is_data(value: object) -> bool:
     try:
-        from flowrecord.collectors.fingerprint import data_kind
+        from flowrecord.collectors.kinds import data_kind
 
         return data_kind(value) is not None
     except Exception:

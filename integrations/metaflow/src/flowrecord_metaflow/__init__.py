@@ -34,10 +34,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowrecord_metaflow.card import CARD_ID
-from flowrecord_metaflow.lineage import MetaflowArtifact, artifact_uri
-from flowrecord_metaflow.recording import StepSettings, task_name
-
 __all__ = [
     "CARD_ID",
     "PROMOTED",
@@ -81,7 +77,25 @@ _LIFECYCLE = frozenset(
 )
 
 
+# Every other public name, by the module that defines it. Metaflow imports this
+# package in every task process, so nothing is imported before it is asked for:
+# the card (and the plugin machinery it pulls in) costs a task nothing unless it
+# renders one.
+_MODULES = {
+    "CARD_ID": "card",
+    "MetaflowArtifact": "lineage",
+    "artifact_uri": "lineage",
+    "StepSettings": "recording",
+    "task_name": "recording",
+}
+
+
 def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is not None:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{module}"), name)
     # The decorator classes subclass Metaflow's and Metaflow imports them while
     # it loads its plugins; importing them here eagerly would import Metaflow
     # from inside its own import when a user imports this package first.

@@ -71,7 +71,7 @@ def is_data_frame(obj: object) -> bool:
     Looks only at libraries already imported, so it never imports pandas to say no.
     """
     try:
-        from flowrecord.collectors.fingerprint import data_kind
+        from flowrecord.collectors.kinds import data_kind
 
         return data_kind(obj) is not None
     except Exception:

@@ -151,14 +151,15 @@ class FlowrecordStepDecorator(StepDecorator):
     ) -> None:
         if self._recording is None:
             return
-        from flowrecord.collectors.validation import ValidationFailed
-        from flowrecord_metaflow.recording import ValidationNotRun
-
         try:
             self._recording.step_completed(flow, graph)
-        except (ValidationFailed, ValidationNotRun):
-            raise  # the errors flowrecord raises on purpose: policy "fail"
         except Exception as exc:
+            # Imported only here: a step that passes pays no import for them.
+            from flowrecord.collectors.validation import ValidationFailed
+            from flowrecord_metaflow.recording import ValidationNotRun
+
+            if isinstance(exc, ValidationFailed | ValidationNotRun):
+                raise  # the errors flowrecord raises on purpose: policy "fail"
             log.warning("flowrecord: after step %s: %s", step_name, exc)
 
     def task_exception(
