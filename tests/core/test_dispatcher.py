@@ -345,3 +345,125 @@ def test_a_flush_does_not_wait_out_the_linger(tmp_path: Path, monkeypatch):
         assert len(backend.seen) == 1
     finally:
         d.close()
+
+
+def _task_events(run_id: str, n: int) -> list[Any]:
+    """A burst as a task makes it: run start, then start and end of *n* tasks."""
+    from flowrecord.events import TaskEvent
+
+    events: list[Any] = [
+        RunEvent(
+            event_id=flowrecord._ids.new_event_id(),
+            ts=1.0,
+            run_id=run_id,
+            state=State.STARTED,
+            orchestrator="o",
+            pipeline="p",
+            run_key=run_id,
+        )
+    ]
+    for i in range(n):
+        for state in (State.STARTED, State.SUCCEEDED):
+            events.append(
+                TaskEvent(
+                    event_id=flowrecord._ids.new_event_id(),
+                    ts=2.0,
+                    run_id=run_id,
+                    task_id=f"{run_id}-t{i}",
+                    state=state,
+                    name=f"t{i}",
+                )
+            )
+        events.append(
+            MetricEvent(
+                event_id=flowrecord._ids.new_event_id(),
+                ts=3.0,
+                run_id=run_id,
+                task_id=f"{run_id}-t{i}",
+                key="loss",
+                value=float(i),
+                step=None,
+            )
+        )
+    return events
+
+
+def test_a_mixed_batch_is_one_local_store_transaction(flowrecord_home: Path):
+    """Runs of different hooks in one batch share one commit in the local store."""
+    from flowrecord.backends.local import LocalBackend, LocalStore
+    from flowrecord.dispatcher import send_batch
+
+    backend = LocalBackend(flowrecord_home)
+    pm = make_plugin_manager([("local", backend)])
+    callers = subset_callers(pm, "local")
+    send_batch(callers, _task_events("warm", 1))  # opens the connection and the schema
+    statements: list[str] = []
+    backend.store.connect().set_trace_callback(statements.append)
+    events = _task_events("r1", 5)
+    send_batch(callers, events)
+    commits = [s for s in statements if s.strip().upper() == "COMMIT"]
+    assert len(commits) == 1, statements
+    store = LocalStore(flowrecord_home)
+    assert store.query("SELECT count(*) AS n FROM tasks WHERE run_id = 'r1'")[0]["n"] == 5
+    assert store.query("SELECT count(*) AS n FROM metric_points WHERE run_id = 'r1'")[0]["n"] == 5
+
+
+class _FailsOnTaskEnd:
+    """A local store whose task-end writes fail until told otherwise."""
+
+    def __init__(self, home: Path) -> None:
+        from flowrecord.backends.local import LocalBackend
+
+        self.inner = LocalBackend(home)
+        self.fail = True
+
+    @hookimpl
+    def flowrecord_batch_begin(self) -> None:
+        self.inner.flowrecord_batch_begin()
+
+    @hookimpl
+    def flowrecord_batch_end(self, ok: bool) -> None:
+        self.inner.flowrecord_batch_end(ok)
+
+    @hookimpl
+    def flowrecord_run_started(self, runs: Sequence[Any]) -> None:
+        self.inner.flowrecord_run_started(runs)
+
+    @hookimpl
+    def flowrecord_task_started(self, tasks: Sequence[Any]) -> None:
+        self.inner.flowrecord_task_started(tasks)
+
+    @hookimpl
+    def flowrecord_task_finished(self, tasks: Sequence[Any]) -> None:
+        if self.fail:
+            raise ConnectionError("disk went away")
+        self.inner.flowrecord_task_finished(tasks)
+
+    @hookimpl
+    def flowrecord_metrics_logged(self, metrics: Sequence[Any]) -> None:
+        self.inner.flowrecord_metrics_logged(metrics)
+
+
+def test_a_batch_that_fails_midway_leaves_nothing_and_replays_whole(tmp_path: Path):
+    """A hook failing inside a batch rolls back the batch's earlier writes; replay stores it all once."""
+    from flowrecord.backends.local import LocalStore
+
+    home = tmp_path / "home"
+    backend = _FailsOnTaskEnd(home)
+    d = _dispatcher(tmp_path, backend)
+    try:
+        for event in _task_events("r2", 3):
+            d.submit(event)
+        assert d.flush(5)
+    finally:
+        d.close(2)
+    store = LocalStore(home)
+    # The run and task starts came before the failing hook in the same batch: rolled back.
+    assert store.query("SELECT count(*) AS n FROM runs")[0]["n"] == 0
+    assert store.query("SELECT count(*) AS n FROM tasks")[0]["n"] == 0
+    backend.fail = False
+    pm = make_plugin_manager([("flaky", backend)])
+    stats = replay_spool(spool_dirs(tmp_path, "flaky"), subset_callers(pm, "flaky"))
+    assert stats.events == 1 + 3 * 3
+    assert store.query("SELECT count(*) AS n FROM tasks WHERE state = 'succeeded'")[0]["n"] == 3
+    assert store.query("SELECT count(*) AS n FROM metric_points")[0]["n"] == 3

@@ -123,15 +123,35 @@ def _runs_of(batch: Sequence[Event]) -> Iterator[tuple[str, list[Event]]]:
 
 
 def send_batch(callers: Callable[[str], Any], batch: Sequence[Event]) -> None:
-    """Deliver *batch* through the hooks *callers* returns for each hook name."""
+    """Deliver *batch* through the hooks *callers* returns for each hook name.
+
+    A batch of mixed events is framed by ``flowrecord_batch_begin`` and
+    ``flowrecord_batch_end``, so a backend can write it in one transaction: a
+    task's start, datasets, end and system usage are one commit, not four.
+    """
     if set(map(type, batch)) == {tuple}:
         # Only metric points (the high-volume case): one hook call, no per-event work.
         callers("flowrecord_metrics_logged")(metrics=MetricBatch(batch))  # type: ignore[arg-type]
         return
-    for hook, chunk in _runs_of(batch):
-        if hook == "flowrecord_metrics_logged":
-            chunk = MetricBatch([e if type(e) is tuple else metric_point(e) for e in chunk])
-        callers(hook)(**{_HOOK_ARG[hook]: chunk})
+    runs = list(_runs_of(batch))
+    if len(runs) == 1:
+        _send_run(callers, *runs[0])
+        return
+    callers("flowrecord_batch_begin")()
+    try:
+        for hook, chunk in runs:
+            _send_run(callers, hook, chunk)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the hook's own error is the one to report
+            callers("flowrecord_batch_end")(ok=False)
+        raise
+    callers("flowrecord_batch_end")(ok=True)
+
+
+def _send_run(callers: Callable[[str], Any], hook: str, chunk: list[Any]) -> None:
+    if hook == "flowrecord_metrics_logged":
+        chunk = MetricBatch([e if type(e) is tuple else metric_point(e) for e in chunk])  # type: ignore[assignment]
+    callers(hook)(**{_HOOK_ARG[hook]: chunk})
 
 
 # ---------------------------------------------------------------------------

@@ -61,6 +61,34 @@ def flowrecord_backend_close() -> None:
     """
 
 
+@hookspec
+def flowrecord_batch_begin() -> None:
+    """A batch of events follows, delivered through the hooks below in order.
+
+    A backend may open one transaction for the whole batch here, so that a
+    burst of small events costs one commit rather than one each. Every event
+    hook must still work without it (a backend is free to ignore both batch
+    hooks), and :func:`flowrecord_batch_end` always follows, also when a hook
+    in between raised.
+
+    .. versionadded:: 0.2
+    """
+
+
+@hookspec
+def flowrecord_batch_end(ok: bool) -> None:
+    """The batch begun by :func:`flowrecord_batch_begin` is over.
+
+    :param ok: every hook of the batch returned; commit. False: one raised and
+        the whole batch goes to the spool for replay, so undo what it wrote
+        (replay is idempotent, keeping part of it would do no harm either).
+
+    Raising here (a commit that failed) fails the batch: it is spooled.
+
+    .. versionadded:: 0.2
+    """
+
+
 # ---------------------------------------------------------------------------
 # run
 # ---------------------------------------------------------------------------

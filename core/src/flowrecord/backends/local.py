@@ -284,10 +284,48 @@ class LocalStore:
                 conn.execute("ROLLBACK")
             raise
 
+    def begin_batch(self) -> None:
+        """Open one write transaction that this thread's next writes join, until :meth:`end_batch`."""
+        conn = self.connect()
+        if getattr(self._local, "batch", False):
+            return  # already in one: the outer batch decides
+        self._retry(lambda: conn.execute("BEGIN IMMEDIATE"))
+        self._local.batch = True
+
+    def end_batch(self, ok: bool) -> None:
+        """Commit (*ok*) or roll back the batch transaction of this thread, if one is open."""
+        if not getattr(self._local, "batch", False):
+            return
+        self._local.batch = False
+        conn = self.connect()
+        try:
+            if ok:
+                conn.execute("COMMIT")
+                return
+        except BaseException:
+            self._rolled_back(conn)
+            raise
+        self._rolled_back(conn)
+
+    def _rolled_back(self, conn: sqlite3.Connection) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        # Series ids made inside the batch are gone with it: a cached id could
+        # otherwise be handed out again to another series, and points of one
+        # key would land under another.
+        self._local.series = {}
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction taken up front, so concurrent writers queue cleanly."""
+        """A write transaction taken up front, so concurrent writers queue cleanly.
+
+        Inside a batch (:meth:`begin_batch`) the writes join the batch's
+        transaction; an error still propagates, and the batch is rolled back.
+        """
         conn = self.connect()
+        if getattr(self._local, "batch", False):
+            yield conn
+            return
         self._retry(lambda: conn.execute("BEGIN IMMEDIATE"))
         try:
             yield conn
@@ -815,6 +853,15 @@ class LocalBackend:
     def flowrecord_backend_close(self) -> None:
         if self.store is not None:
             self.store.close()
+
+    @hookimpl
+    def flowrecord_batch_begin(self) -> None:
+        self._store().begin_batch()
+
+    @hookimpl
+    def flowrecord_batch_end(self, ok: bool) -> None:
+        if self.store is not None:
+            self.store.end_batch(ok)
 
     @hookimpl
     def flowrecord_run_started(self, runs: Sequence[Any]) -> None:
