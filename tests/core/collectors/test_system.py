@@ -415,3 +415,52 @@ def test_a_child_born_before_the_late_probe_opens_counts_from_birth():
     # opened (0.2 s in): counted from birth, the first 0.7 s interval shows >= 40%;
     # counted from the probe's opening it would show little of it.
     assert summary["cpu_percent_peak"] > 30
+
+
+@pytest.mark.unit
+def test_short_tasks_start_no_thread_and_a_long_one_still_gets_its_own():
+    """Samplers stopped before the open delay never get a thread; one that outlives it does."""
+    nvml = FakeNvml([FakeGpu()])
+    short = []
+    for _ in range(200):  # a pipeline of tiny tasks, back to back
+        sampler = SystemSampler(1.0, nvml=nvml)
+        sampler.start()
+        short.append(sampler)
+        sampler.stop()
+    long = SystemSampler(0.05, nvml=nvml)
+    long.start()
+    assert long._ready.wait(10), "the sampler of a long task never got its thread"
+    time.sleep(0.15)
+    summary, _ = long.stop()
+    assert summary["samples"] >= 2 and summary["gpu_available"]
+    assert not any(s._launched for s in short)
+    assert all(s._done.is_set() for s in short)
+    assert nvml.initialized  # by the long task's thread only
+
+
+@pytest.mark.unit
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_gets_its_own_launcher():
+    """After a fork (a worker pool, an Airflow task process) the child's long task is still sampled."""
+    warm = SystemSampler(0.05)
+    warm.start()
+    assert warm._ready.wait(10)  # the parent's launcher thread is running
+    warm.stop()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report whether its sampler got a thread, then leave
+        ok = 0
+        try:
+            child = SystemSampler(0.05)
+            child.start()
+            ok = int(child._ready.wait(10))
+            child.stop()
+        finally:
+            os.write(write_end, str(ok).encode())
+            os._exit(0)
+    os.close(write_end)
+    try:
+        assert os.read(read_end, 8) == b"1"
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)

@@ -43,6 +43,7 @@ sample taken, not over the merged series.
 from __future__ import annotations
 
 import _thread
+import collections
 import contextlib
 import math
 import os
@@ -63,8 +64,8 @@ _FINAL_SCAN_MAX_S = 0.0002
 # Clock ticks and /proc/uptime resolution: a child born this close before a
 # reference time may have been born just after it.
 _BIRTH_SLACK_S = 0.02
-# The sampler thread opens its probes (psutil, NVML) only once the task has run
-# this long (or one interval, if shorter).
+# A sampler of this process gets its thread, which opens the probes (psutil,
+# NVML), only once the task has run this long (or one interval, if shorter).
 _OPEN_DELAY_S = 0.2
 # How long stop() waits for the sampler thread to finish a sample it is taking.
 _PROBE_WAIT_S = 0.005
@@ -503,6 +504,7 @@ class SystemSampler:
         self._ready = threading.Event()  # set once the thread has opened its probes
         self._lock = threading.Lock()
         self._started = False
+        self._launched = False  # its thread was started (see _Launcher)
         self._done = threading.Event()
         self._abandoned = False
         self._result: tuple[dict[str, Any], tuple[dict[str, Any], ...]] | None = None
@@ -535,11 +537,26 @@ class SystemSampler:
         self._started_wall = time.time()
         if self._pid == os.getpid():
             self._cpu_start = time.process_time()
+            # A task of this process gets its thread only if it lives long enough
+            # for sampling to matter: most tasks of a busy pipeline are over
+            # before that, and a thread per task (created, woken, ended) costs
+            # the task's own thread a share of the GIL each time.
+            _LAUNCHER.defer(self, self._started_mono + min(self._interval, _OPEN_DELAY_S))
+        else:
+            self._launch()
+
+    def _launch(self) -> bool:
+        """Start the sampler thread, unless stop() came first; True if started."""
+        with self._lock:
+            if self._abandoned:
+                return False
+            self._launched = True
         # The low-level thread API on purpose: threading.Thread.start() waits for
         # the new thread to run, and then for the GIL it holds (up to the 5 ms
         # switch interval); start_new_thread returns at once. Threads started
         # this way are daemons: they never hold up interpreter exit.
         _thread.start_new_thread(self._run, ())
+        return True
 
     def stop(self) -> tuple[dict[str, Any], tuple[dict[str, Any], ...]]:
         """Take a final sample, stop the thread and return ``(summary, samples)``.
@@ -559,7 +576,10 @@ class SystemSampler:
         else:
             with self._lock:
                 self._abandoned = True  # the thread takes no sample from now on
+                launched = self._launched
             self._stop.set()
+            if not launched:
+                self._done.set()  # no thread ever ran, and none will
             self._final_sample()
         duration = time.monotonic() - self._started_mono if self._started else 0.0
         with self._lock:
@@ -570,13 +590,12 @@ class SystemSampler:
 
     def _run(self) -> None:
         try:
-            # A task that ended before this thread ran needs nothing opened.
-            # A short task is over before the probes are worth opening: scanning
-            # for child processes and starting NVML cost milliseconds of CPU, and
-            # a task of our own process shorter than this gets its figures from
-            # stop() alone (another process's figures need the probe).
-            delay = min(self._interval, _OPEN_DELAY_S) if self._cpu_start is not None else 0.0
-            if self._stop.wait(delay):
+            # A task that ended before this thread ran needs nothing opened. A
+            # task of our own process gets here only after the open delay (the
+            # launcher waited it out): scanning for child processes and starting
+            # NVML cost milliseconds of CPU, and a shorter task gets its figures
+            # from stop() alone (another process's figures need the probe).
+            if self._stop.is_set():
                 return
             self._open_process()
             if self._stop.is_set():
@@ -763,6 +782,67 @@ class SystemSampler:
             "warnings": list(self._warnings),
         }
 
+
+class _Launcher:
+    """One thread per process that starts a sampler's thread once its task has run long enough.
+
+    :meth:`defer` costs the task an append under an uncontended lock (and a
+    wake-up only when the launcher sleeps with nothing queued). Samplers stopped
+    before their time are dropped unseen: a pipeline of short tasks starts no
+    thread per task at all. Delays are all alike, so the queue is in due order.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        if hasattr(os, "register_at_fork"):
+            # The thread does not survive a fork, and its lock may be held at
+            # the moment of one: the child starts afresh.
+            os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: collections.deque[tuple[float, SystemSampler]] = collections.deque()
+        self._running = False
+        self._sleeping = False  # waiting with nothing queued: a defer must wake it
+
+    def defer(self, sampler: SystemSampler, due: float) -> None:
+        with self._cond:
+            self._queue.append((due, sampler))
+            if not self._running:
+                self._running = True
+                _thread.start_new_thread(self._loop, ())
+            elif self._sleeping:
+                self._sleeping = False
+                self._cond.notify()
+
+    def _loop(self) -> None:
+        queue = self._queue
+        cond = self._cond
+        while True:
+            with cond:
+                # Drop every sampler already stopped, wherever it sits.
+                if any(entry[1]._stop.is_set() for entry in queue):
+                    live = [entry for entry in queue if not entry[1]._stop.is_set()]
+                    queue.clear()
+                    queue.extend(live)
+                if not queue:
+                    self._sleeping = True
+                    cond.wait()
+                    self._sleeping = False
+                    continue
+                due, sampler = queue[0]
+                wait = due - time.monotonic()
+                if wait > 0:
+                    cond.wait(wait)
+                    continue
+                queue.popleft()
+            try:
+                sampler._launch()
+            except Exception as exc:  # no thread to be had: the task keeps stop()'s sample
+                sampler._warn(f"could not start the sampler thread: {exc}")
+
+
+_LAUNCHER = _Launcher()
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _statm: tuple[int, int] | None = None  # (pid, fd) of this process's /proc/<pid>/statm
