@@ -56,6 +56,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -73,7 +74,7 @@ if TYPE_CHECKING:
 
 __all__ = ["profile", "schema_of"]
 
-_BLOCK = 1 << 16  # values per numpy block: the block and its scratch buffers stay in cache
+_BLOCK = 1 << 17  # values per numpy block: few enough calls per value, still in cache
 _PIECE_ROWS = 1 << 19  # rows per unit of parallel work and per bounded copy of non-null values
 _QUANTILE_SAMPLE = 1 << 16
 _EXACT_DISTINCT = 1 << 16
@@ -86,6 +87,7 @@ _HLL_MAX_RANK = 33 - _HLL_BITS  # the hash's top 32 bits: 18 for the rank, 14 fo
 _SEED = 0x5EED
 _PARALLEL_MIN_VALUES = 1 << 18
 _EDGE_GRAIN = 4  # grid steps either side of an edge within which a value is checked exactly
+_PAIR_MAX_BITS = 6  # bins up to 2**6: two bin indices are counted as one key (see _Binning)
 
 
 def schema_of(table: pa.Table) -> tuple[dict[str, Any], ...]:
@@ -329,6 +331,21 @@ class _Binning:
     bin_mask: int
     constant: bool
     by_edges: bool
+    # The same numbers as numpy scalars, made once: ready-made scalars save
+    # each ufunc call a conversion.
+    np_grid: Any = None
+    np_mask: Any = None
+    np_fraction_mask: Any = None
+
+    @property
+    def pair_bits(self) -> int:
+        """Bits of a bin index when two indices share one count (0: one at a time).
+
+        Counting is the dearest step; two indices packed into one key halve
+        the values counted, at the price of a table of ``4**bits`` counts.
+        """
+        bits = self.bin_mask.bit_length()
+        return bits if not (self.constant or self.by_edges) and bits <= _PAIR_MAX_BITS else 0
 
 
 class _NumericColumn:
@@ -380,7 +397,6 @@ class _NumericColumn:
 
     def plan(self, extremes: list[_Extremes]) -> None:
         """Combine the pieces' extremes: bins, where each piece starts, which values to sample."""
-        import numpy as np
 
         self.extremes = extremes
         if self.is_float:
@@ -396,8 +412,7 @@ class _NumericColumn:
         self.hi = max(e.hi for e in extremes if e.finite)
         self.binning = _binning(self.lo, self.hi, self.bins)
         if self.n > _QUANTILE_SAMPLE:
-            rng = np.random.default_rng(_SEED)
-            self.positions = np.sort(rng.integers(0, self.n, _QUANTILE_SAMPLE))
+            self.positions = self.workspace.sample_positions(self.n)
 
     def summarise(self, i: int) -> _Partial | None:
         """Moments, histogram counts, sketch and quantile sample of piece ``i``'s finite values."""
@@ -412,10 +427,13 @@ class _NumericColumn:
         dirty = self.extremes[i].finite < len(values)
         positions = self.positions
         counts = np.zeros(self.bins, np.int64)
+        pair_bits = binning.pair_bits
+        pairs = np.zeros(1 << (2 * pair_bits), np.int64) if pair_bits else None
         sample: list[np.ndarray] = []
         seen = self.offsets[i]
         n = 0
         mean = m2 = 0.0
+        add_reduce = np.add.reduce  # called directly: a few hundred calls per million values
         for start in range(0, len(values), _BLOCK):
             raw = values[start : start + _BLOCK]
             if dirty:
@@ -423,33 +441,43 @@ class _NumericColumn:
             m = len(raw)
             if m == 0:
                 continue
+            if positions is None:
+                sample.append(raw.astype(np.float64))
+            else:
+                a, b = positions.searchsorted((seen, seen + m))
+                if b > a:
+                    sample.append(raw[positions[a:b] - seen].astype(np.float64, copy=False))
+            seen += m
+            if sketch is not None:
+                sketch.add(raw, scratch)  # hashes the values' own bits
             if raw.dtype == np.float64:
                 block = raw
             else:  # converted once here: every ufunc below would otherwise convert again
                 block = scratch.values[:m]
                 np.copyto(block, raw, casting="unsafe")
-            block_mean = float(block.sum()) / m
-            centred = scratch.work[:m]
+            if binning.constant:  # every value is lo: no deviations, all in the last bin
+                n, mean, m2 = _merge_moments(n, mean, m2, m, self.lo, 0.0)
+                counts[-1] += m
+                continue
+            block_mean = float(add_reduce(block)) / m
+            centred = scratch.spare[:m]
             np.subtract(block, block_mean, out=centred)
             np.multiply(centred, centred, out=centred)
-            n, mean, m2 = _merge_moments(n, mean, m2, m, block_mean, float(centred.sum()))
-            if sketch is not None:
-                sketch.add(raw, scratch)
-            if positions is None:
-                sample.append(block.copy())
+            n, mean, m2 = _merge_moments(n, mean, m2, m, block_mean, float(add_reduce(centred)))
+            if binning.by_edges:
+                _edges_block(block, binning, counts)
             else:
-                a, b = np.searchsorted(positions, (seen, seen + m))
-                if b > a:
-                    sample.append(block[positions[a:b] - seen])
-            _histogram_block(block, binning, scratch, counts)
-            seen += m
+                _fast_block(block, binning, scratch, counts, pairs)
+        if pairs is not None:
+            _fold_pairs(pairs, pair_bits, counts)
         return _Partial(n, mean, m2, counts, sample)
 
     def finish(self, partials: list[_Partial | None]) -> None:
         """Merge the pieces (in order, so the result never depends on the threads) into the stats."""
         import numpy as np
 
-        if self.binning is None:
+        binning = self.binning
+        if binning is None:
             return
         n = 0
         mean = m2 = 0.0
@@ -470,7 +498,7 @@ class _NumericColumn:
             max=self.hi,
             mean=mean,
             std=math.sqrt(max(m2, 0.0) / n),
-            histogram={"edges": self.binning.edges.tolist(), "counts": counts.tolist()},
+            histogram={"edges": binning.edges.tolist(), "counts": counts.tolist()},
             quantiles=points.tolist(),
         )
         if self.n <= _EXACT_DISTINCT:
@@ -525,41 +553,85 @@ def _binning(lo: float, hi: float, bins: int) -> _Binning:
     # land there unchanged; _EDGE_GRAIN steps more make "near an edge" one
     # comparison of the fraction bits, wrapped or not.
     offset = 1.5 * 2.0 ** (52 - grid) + _EDGE_GRAIN * 2.0**-grid - lo * scale
-    return _Binning(edges, scale, offset, grid, (1 << index_bits) - 1, False, False)
+    mask = (1 << index_bits) - 1
+    return _Binning(
+        edges,
+        scale,
+        offset,
+        grid,
+        mask,
+        False,
+        False,
+        np.int64(grid),
+        np.int64(mask),
+        np.int64((1 << grid) - 1),
+    )
 
 
-def _histogram_block(
-    block: np.ndarray, binning: _Binning, scratch: _Scratch, counts: np.ndarray
+def _fast_block(
+    block: np.ndarray,
+    binning: _Binning,
+    scratch: _Scratch,
+    counts: np.ndarray,
+    pairs: np.ndarray | None,
 ) -> None:
-    """Add a float64 block to the counts: v goes to bin k when edges[k] <= v < edges[k + 1]."""
+    """Add a float64 block to the counts by its fixed-point positions (see ``_Binning``).
+
+    A value v goes to bin k when edges[k] <= v < edges[k + 1] (the last bin
+    closed). With ``pairs``, indices are counted two to a key there and
+    folded into ``counts`` by :func:`_fold_pairs` at the end of the piece.
+    Ufuncs get ready-made numpy scalars: at a few hundred calls per million
+    values, the calls' own cost shows.
+    """
     import numpy as np
 
-    bins = len(counts)
     m = len(block)
-    if binning.constant:
-        counts[-1] += m  # a constant column: everything in the last (closed) bin
-        return
-    if binning.by_edges:
-        found = np.searchsorted(binning.edges, block, side="right") - 1
-        np.minimum(found, bins - 1, out=found)
-        counts += np.bincount(found, minlength=bins)
-        return
     position = scratch.work[:m]
-    index, fraction, at_edge = scratch.index[:m], scratch.shifted[:m], scratch.flags[:m]
     np.multiply(block, binning.scale, out=position)
     np.add(position, binning.offset, out=position)
     bits = position.view(np.int64)
-    np.right_shift(bits, np.int64(binning.grid), out=index)
-    np.bitwise_and(index, np.int64(binning.bin_mask), out=index)
-    fraction = fraction.view(np.int64)
-    np.bitwise_and(bits, np.int64((1 << binning.grid) - 1), out=fraction)
-    np.less(fraction, np.int64(2 * _EDGE_GRAIN), out=at_edge)
-    near = np.flatnonzero(at_edge)
-    if len(near):
-        found = np.searchsorted(binning.edges, block[near], side="right") - 1
-        np.minimum(found, bins - 1, out=found)  # the maximum closes the last bin
+    index = scratch.index[:m]
+    np.right_shift(bits, binning.np_grid, out=index)
+    np.bitwise_and(index, binning.np_mask, out=index)
+    fraction = scratch.fraction[:m]
+    np.bitwise_and(bits, binning.np_fraction_mask, out=fraction)
+    # Values near an edge are rare outside data on a lattice: one reduction says whether any is.
+    if np.minimum.reduce(fraction) < 2 * _EDGE_GRAIN:
+        at_edge = scratch.flags[:m]
+        np.less(fraction, 2 * _EDGE_GRAIN, out=at_edge)
+        near = at_edge.nonzero()[0]
+        found = binning.edges.searchsorted(block[near], side="right") - 1
+        np.minimum(found, len(counts) - 1, out=found)  # the maximum closes the last bin
         index[near] = found
-    counts += np.bincount(index, minlength=bins)
+    if pairs is None:
+        counts += np.bincount(index, minlength=len(counts))
+        return
+    half = m >> 1
+    key = scratch.key[:half]
+    np.left_shift(index[:half], binning.bin_mask.bit_length(), out=key)
+    np.bitwise_or(key, index[half : 2 * half], out=key)
+    pairs += np.bincount(key, minlength=len(pairs))
+    if m & 1:
+        counts[index[m - 1]] += 1
+
+
+def _fold_pairs(pairs: np.ndarray, bits: int, counts: np.ndarray) -> None:
+    """Add the counts of packed index pairs (first << bits | second) to ``counts``."""
+    table = pairs.reshape(1 << bits, 1 << bits)
+    per_index = table.sum(axis=1) + table.sum(axis=0)
+    bins = len(counts)
+    if per_index[bins:].any():  # every index was checked against the edges: cannot happen
+        raise RuntimeError("profile: a histogram index fell outside the bins")
+    counts += per_index[:bins]
+
+
+def _edges_block(block: np.ndarray, binning: _Binning, counts: np.ndarray) -> None:
+    """Add a float64 block to the counts by searching the edges: spans the grid cannot hold."""
+    import numpy as np
+
+    found = binning.edges.searchsorted(block, side="right") - 1
+    np.minimum(found, len(counts) - 1, out=found)  # the maximum closes the last bin
+    counts += np.bincount(found, minlength=len(counts))
 
 
 def _quantiles_of_sorted(values: np.ndarray, quantiles: int) -> np.ndarray:
@@ -718,7 +790,17 @@ class _Scratch:
     unmapped each time, which costs more than the arithmetic on them.
     """
 
-    __slots__ = ("flags", "hashed", "index", "shifted", "spare", "values", "work")
+    __slots__ = (
+        "flags",
+        "fraction",
+        "hashed",
+        "index",
+        "key",
+        "shifted",
+        "spare",
+        "values",
+        "work",
+    )
 
     def __init__(self) -> None:
         import numpy as np
@@ -730,6 +812,9 @@ class _Scratch:
         self.hashed = np.empty(_BLOCK, np.uint64)
         self.shifted = np.empty(_BLOCK, np.uint64)
         self.flags = np.empty(_BLOCK, np.bool_)
+        # Views of the same memory under other names: never used at once.
+        self.fraction = self.shifted.view(np.int64)  # the histogram's fraction bits
+        self.key = self.hashed.view(np.int64)  # packed pairs of bin indices
 
 
 class _Workspace:
@@ -737,12 +822,35 @@ class _Workspace:
 
     def __init__(self) -> None:
         self._local = threading.local()
+        self._positions: dict[int, np.ndarray] = {}
+
+    def sample_positions(self, n: int) -> np.ndarray:
+        """The sorted, fixed-seed positions of the quantile sample among ``n`` values.
+
+        Drawn once per count: columns of the same length share them.
+        """
+        import numpy as np
+
+        positions = self._positions.get(n)
+        if positions is None:
+            rng = np.random.default_rng(_SEED)
+            positions = self._positions[n] = np.sort(rng.integers(0, n, _QUANTILE_SAMPLE))
+        return positions
 
     def scratch(self) -> _Scratch:
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
             scratch = self._local.scratch = _Scratch()
         return scratch
+
+
+@functools.cache
+def _hll_constants() -> tuple[Any, ...]:
+    """The sketch's shift counts, mixing multipliers and register mask as numpy uint64 scalars."""
+    import numpy as np
+
+    u = np.uint64
+    return u(32), u(29), u(0xBF58476D1CE4E5B9), u(0x94D049BB133111EB), u((1 << _HLL_BITS) - 1)
 
 
 class _HyperLogLog:
@@ -761,7 +869,7 @@ class _HyperLogLog:
     share of 2**-r. The registers come out as if every value had been ranked.
     """
 
-    __slots__ = ("floor", "limits", "registers")
+    __slots__ = ("floor", "limits", "registers", "started", "threshold")
 
     def __init__(self) -> None:
         import numpy as np
@@ -769,6 +877,8 @@ class _HyperLogLog:
         self.registers = np.zeros(1 << _HLL_BITS, np.uint8)
         self.limits = np.full(1 << _HLL_BITS, 1 << 32, np.uint64)  # see add
         self.floor = 0  # the smallest register
+        self.threshold: Any = None  # 2**(64 - floor) as a uint64, once floor > 0
+        self.started = False  # whether any value was added
 
     @classmethod
     def merge(cls, sketches: list[_HyperLogLog]) -> _HyperLogLog:
@@ -786,6 +896,7 @@ class _HyperLogLog:
         if self.floor >= _HLL_MAX_RANK:
             return
         u = np.uint64
+        k32, k29, mix1, mix2, register_mask = _hll_constants()
         m = len(block)
         hashed, shifted = scratch.hashed[:m], scratch.shifted[:m]
         if block.dtype.itemsize == 8:
@@ -793,41 +904,57 @@ class _HyperLogLog:
         else:
             v = hashed
             np.copyto(hashed, block.view(f"u{block.dtype.itemsize}"), casting="unsafe")
-        np.right_shift(v, u(32), out=shifted)
+        np.right_shift(v, k32, out=shifted)
         np.bitwise_xor(v, shifted, out=hashed)
-        np.multiply(hashed, u(0xBF58476D1CE4E5B9), out=hashed)
-        np.right_shift(hashed, u(29), out=shifted)
+        np.multiply(hashed, mix1, out=hashed)
+        np.right_shift(hashed, k29, out=shifted)
         np.bitwise_xor(hashed, shifted, out=hashed)
-        np.multiply(hashed, u(0x94D049BB133111EB), out=hashed)
+        np.multiply(hashed, mix2, out=hashed)
         flags = scratch.flags[:m]
         if self.floor:
-            np.less(hashed, u(1 << (64 - self.floor)), out=flags)
+            np.less(hashed, self.threshold, out=flags)
             # Few are kept: gathering their positions beats a boolean mask.
-            top = np.take(hashed, np.flatnonzero(flags)) >> u(32)
-            index = (top & u((1 << _HLL_BITS) - 1)).view(np.int64)
-            limits = np.take(self.limits, index)
+            top = hashed.take(flags.nonzero()[0]) >> k32
+            index = (top & register_mask).view(np.int64)
+            limits = self.limits.take(index)
         else:  # early on, or few distinct values: the per-register test on every value
             top = shifted
-            np.right_shift(hashed, u(32), out=top)
+            np.right_shift(hashed, k32, out=top)
             index = scratch.index[:m]
-            np.bitwise_and(top, u((1 << _HLL_BITS) - 1), out=index.view(u))
+            np.bitwise_and(top, register_mask, out=index.view(u))
+            if not self.started:  # every register is 0: every value raises its own
+                self.started = True
+                self._raise(top, index)
+                return
             limits = hashed
-            np.take(self.limits, index, out=limits)
+            self.limits.take(index, out=limits)
         flags = flags[: len(top)]
         np.less(top, limits, out=flags)
-        keep = np.flatnonzero(flags)
-        if len(keep) == 0:
-            return
-        top, index = np.take(top, keep), np.take(index, keep)
+        keep = flags.nonzero()[0]
+        if len(keep):
+            self._raise(top.take(keep), index.take(keep))
+
+    def _raise(self, top: np.ndarray, index: np.ndarray) -> None:
+        """Raise registers ``index`` to the ranks of ``top`` (hashes' top 32 bits) where higher."""
+        import numpy as np
+
+        u = np.uint64
         # Bit length of the rank bits from the exponent of their value as a
         # float32 (exact below 2**24): e - 126 for a biased exponent e; 0 reads
         # as e = 0 and is clamped to the largest rank.
         bits = (top >> u(_HLL_BITS)).astype(np.int32).astype(np.float32).view(np.int32)
         rank = np.minimum(_HLL_MAX_RANK + 126 - (bits >> 23), _HLL_MAX_RANK).astype(np.uint8)
-        np.maximum.at(self.registers, index, rank)
+        registers = self.registers
+        np.maximum.at(registers, index, rank)
         # 2**(32 - r): values of rank r + 1 and up have top bits below it.
-        np.right_shift(u(1 << 32), self.registers, out=self.limits)
-        self.floor = int(self.registers.min())
+        if len(index) > len(registers) // 4:
+            np.right_shift(u(1 << 32), registers, out=self.limits)
+        else:  # only the registers just raised change (a repeated index writes the same)
+            self.limits[index] = u(1 << 32) >> registers.take(index).astype(u)
+        floor = int(np.minimum.reduce(registers))
+        if floor != self.floor:
+            self.floor = floor
+            self.threshold = u(1 << (64 - floor)) if floor else None
 
     def estimate(self) -> int:
         import numpy as np
