@@ -95,3 +95,18 @@ def test_slow_backend_does_not_hold_tasks(load_dag, flowrecord_home, record, mon
     assert elapsed < 8.0, elapsed
     run = record.run("fr_retry", dag_run.run_id)
     assert {(k[0], k[2]) for k in record.tasks(run)} == {("flaky", 1), ("flaky", 2)}
+
+
+@pytest.mark.integration
+def test_dag_test_returns_with_the_whole_record_stored(load_dag, flowrecord_home, record):
+    """Under dag.test() tasks do not wait for delivery one by one, yet the record is complete on return."""
+    from flowrecord_airflow import adapter
+
+    dag_run = load_dag("fr_basic").dag.test()  # no flowrecord.flush() by the caller
+    assert dag_run.state == "success"
+    assert not adapter._unflushed, "the run's end did not flush what its tasks left"
+    run = record.run("fr_basic", dag_run.run_id)
+    assert run["state"] == "succeeded"
+    tasks = record.tasks(run)
+    assert {name for name, _, _ in tasks} == {"write_raw", "load", "train", "classic_python"}
+    assert all(row["state"] == "succeeded" and row["ended_at"] for row in tasks.values())

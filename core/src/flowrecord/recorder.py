@@ -111,6 +111,7 @@ class TaskHandle:
     _t0: float = 0.0
     _sampler: Any = None
     _closed: bool = False
+    _redacted: dict[str, str] | None = None  # attributes as recorded, made once per attempt
 
     @property
     def run_id(self) -> str:
@@ -651,8 +652,15 @@ def _task_event(
         error=error,
         host=_HOST,
         pid=os.getpid(),
-        attributes=_redacted_tags(handle.attributes) if handle.attributes else {},
+        attributes=_task_attributes(handle),
     )
+
+
+def _task_attributes(handle: TaskHandle) -> dict[str, str]:
+    # The start and the end event carry the same attributes: redact them once.
+    if handle._redacted is None:
+        handle._redacted = _redacted_tags(handle.attributes) if handle.attributes else {}
+    return handle._redacted
 
 
 def _hostname() -> str:

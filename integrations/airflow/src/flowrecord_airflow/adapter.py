@@ -117,6 +117,8 @@ _open: dict[tuple[str, str, str, int, int | None], TaskHandle] = {}
 _open_lock = threading.Lock()
 #: The runs this process opened, so that its later tasks do not open them again.
 _runs: dict[tuple[str, str], RunHandle] = {}
+#: DAG runs whose tasks ended in this very process without waiting for delivery.
+_unflushed: set[tuple[str, str]] = set()
 
 
 def _forget_after_fork() -> None:
@@ -126,6 +128,7 @@ def _forget_after_fork() -> None:
     _returned.clear()
     _pull_return.clear()
     _runs.clear()
+    _unflushed.clear()
     _open_lock = threading.Lock()
 
 
@@ -275,9 +278,27 @@ def finish_task(ti: Any, hook_state: str, error: object = None) -> None:
     _returned.pop(ident.key, None)
     _pull_return.discard(ident.key)
     try:
-        recorder.end_task(handle, state=state, error=_error_of(error), flush=True)
+        # A task process leaves with os._exit, so its events must be out before it
+        # does (bounded wait). Under dag.test() the task ran in the caller's
+        # process, which goes on: the writer delivers them in its own time, in
+        # bigger batches, and the DAG run's end flushes.
+        flush = not _in_process_task()
+        recorder.end_task(handle, state=state, error=_error_of(error), flush=flush)
+        if not flush:
+            _unflushed.add((ident.dag_id, ident.run_id))
     except Exception as exc:
         log.warning("flowrecord: could not close the record of task %s: %s", _label(ti), exc)
+
+
+def _in_process_task() -> bool:
+    """Whether this task ran inside the process that asked for it (``dag.test()``)."""
+    try:
+        from airflow.sdk.execution_time import task_runner
+
+        comms = getattr(task_runner, "SUPERVISOR_COMMS", None)
+    except Exception:
+        return False
+    return type(comms).__name__ == "InProcessSupervisorComms"
 
 
 def _state_for(ti: Any, hook_state: str) -> State:
@@ -387,6 +408,12 @@ def close_run(dag_run: Any, succeeded: bool, message: str | None = None) -> None
             if failed:
                 reason = f"{reason}; failed tasks: {', '.join(sorted(set(failed)))}"
             recorder.end_run(run, state=State.FAILED, error=reason)
+        if (dag_id, run_id) in _unflushed:
+            # dag.test(): its tasks did not wait for their events (see finish_task);
+            # the run's whole record is out when it returns (bounded wait). A
+            # scheduler, which ran no task, never waits here.
+            _unflushed.discard((dag_id, run_id))
+            recorder.flush()
     except Exception as exc:
         log.warning("flowrecord: could not close the DAG run record: %s", exc)
 
