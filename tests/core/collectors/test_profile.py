@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -379,3 +380,68 @@ def test_many_nans_leave_few_enough_finite_values_for_an_exact_count():
         7,
         "exact",
     )
+
+
+@pytest.mark.parametrize("bins", [2, 20, 64, 65])
+def test_histogram_counts_odd_blocks_and_packed_pairs_like_numpy(bins):
+    """Odd-length blocks and indices counted two to a key (up to 64 bins) give numpy's counts."""
+    from flowrecord.collectors.profile import _BLOCK
+
+    rng = np.random.default_rng(10)
+    for n in (1, 3001, _BLOCK + 1001):
+        for x in (rng.normal(0, 1, n), rng.integers(-50, 51, n)):
+            stats = _column(pa.table({"x": x}), bins=bins)
+            counts, _ = np.histogram(
+                x.astype(np.float64), bins=np.array(stats["histogram"]["edges"])
+            )
+            assert stats["histogram"]["counts"] == counts.tolist(), (n, x.dtype)
+
+
+def test_columns_of_other_lengths_get_their_own_quantile_sample():
+    """Columns profiled together, with different non-null counts, match each profiled alone."""
+    rng = np.random.default_rng(11)
+    n = 200_000
+    table = pa.table(
+        {
+            "a": rng.normal(0, 1, n),
+            "b": pa.array(rng.normal(5, 2, n), mask=rng.random(n) < 0.3),
+            "c": rng.integers(0, 10**6, n),
+        }
+    )
+    together = profile(table)["columns"]
+    for name in table.column_names:
+        assert together[name] == profile(table.select([name]))["columns"][name], name
+
+
+def test_float32_and_small_integers_are_binned_in_float64():
+    """float32 and int8 columns get the bins, moments and quantiles of their float64 values."""
+    rng = np.random.default_rng(12)
+    for x in (
+        rng.normal(0, 1, 100_000).astype(np.float32),
+        rng.integers(-100, 100, 100_000, np.int8),
+    ):
+        got = _column(pa.table({"x": x}))
+        wide = _column(pa.table({"x": x.astype(np.float64)}))
+        for key in ("min", "max", "mean", "std", "histogram", "quantiles"):
+            assert got[key] == wide[key], (x.dtype, key)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="Linux run queue only")
+def test_a_busy_process_elsewhere_counts_against_idle_cores():
+    """A process spinning now counts as busy, and idle cores stay between 1 and the usable cores."""
+    import subprocess
+    import sys
+    import time
+
+    from flowrecord.collectors.profile import _busy_elsewhere, _idle_cores
+
+    cores = len(os.sched_getaffinity(0))
+    assert 1 <= _idle_cores() <= cores
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert _busy_elsewhere() >= 1
+        assert 1 <= _idle_cores() <= max(1, cores - 1)
+    finally:
+        spinner.kill()
+        spinner.wait()

@@ -112,8 +112,9 @@ def profile(table: pa.Table, *, bins: int = 20, quantiles: int = 101) -> dict[st
     """Profile every column of ``table`` (see the module docstring for the format).
 
     Numeric columns are read twice, in pieces of ``2**19`` rows spread over a
-    thread per idle core on large tables: once for the extremes the histogram
-    needs, once for everything else, a cache-sized block at a time. Accepts anything
+    thread per core left idle at the call on large tables: once for the
+    extremes the histogram needs, once for everything else, a cache-sized
+    block at a time. Accepts anything
     :func:`~flowrecord.collectors.fingerprint.to_arrow` does. Duplicate column
     names are keyed ``name#2``, ``name#3``... with a warning.
 
@@ -132,8 +133,9 @@ def profile(table: pa.Table, *, bins: int = 20, quantiles: int = 101) -> dict[st
     table = _as_table(table)
     fields = list(table.schema)
     columns = table.columns
-    workers = _idle_cores()
-    if workers > 1 and table.num_rows * len(fields) >= _PARALLEL_MIN_VALUES:
+    large = table.num_rows * len(fields) >= _PARALLEL_MIN_VALUES
+    workers = _idle_cores() if large else 1
+    if workers > 1:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flowrecord-prof") as pool:
             results = _profile_columns(fields, columns, bins, quantiles, pool.map)
     else:
@@ -154,7 +156,7 @@ def profile(table: pa.Table, *, bins: int = 20, quantiles: int = 101) -> dict[st
 
 
 def _idle_cores() -> int:
-    """Threads worth starting: one per core that other work leaves idle, at least one.
+    """Threads worth starting: one per core that other work leaves idle now, at least one.
 
     Under an orchestrator a worker often runs several tasks at once; on a
     busy machine extra threads only trade places with other processes (and
@@ -165,11 +167,28 @@ def _idle_cores() -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
+    return max(1, min(cores, round(cores - _busy_elsewhere())))
+
+
+def _busy_elsewhere() -> float:
+    """How many threads other than the caller want a core.
+
+    On Linux, the threads runnable at this instant (``/proc/loadavg``'s
+    fourth field, less the one reading it). The one-minute load average
+    would still count the caller's own work of the last minute (a
+    benchmark's previous step, the previous stage of a pipeline) as other
+    work and leave a core idle. Elsewhere, the load average.
+    """
     try:
-        busy = os.getloadavg()[0]
+        with open("/proc/loadavg", "rb") as f:
+            runnable = int(f.read().split()[3].split(b"/")[0])
+        return max(0, runnable - 1)
+    except (OSError, ValueError, IndexError):  # not Linux, or not this format
+        pass
+    try:
+        return os.getloadavg()[0]
     except (AttributeError, OSError):  # Windows, or no load figure
-        busy = 0.0
-    return max(1, min(cores, round(cores - busy)))
+        return 0.0
 
 
 def _profile_columns(
@@ -179,12 +198,13 @@ def _profile_columns(
     quantiles: int,
     run: Callable[..., Iterable[Any]],
 ) -> list[tuple[dict[str, Any], list[str]]]:
-    """Every column's (stats, warnings), the numeric ones in three rounds of pieces.
+    """Every column's (stats, warnings), the numeric ones in rounds of pieces.
 
     Round one profiles the other columns whole and sets the numeric ones up;
     round two finds each numeric piece's extremes; round three, once every
-    column's extremes are known, summarises each piece. Pieces, not columns,
-    are the unit of work so that a one-column table keeps every core busy.
+    column's extremes are known, summarises each piece; round four merges
+    each column's pieces. Pieces, not columns, are the unit of work so that a
+    one-column table keeps every core busy.
     """
     workspace = _Workspace()
     results = list(
@@ -201,10 +221,13 @@ def _profile_columns(
         job.plan(extremes[start : start + len(job.pieces)])
         start += len(job.pieces)
     partials = list(run(lambda task: task[0].summarise(task[1]), tasks))
+    finishing = []
     start = 0
     for job in jobs:
-        job.finish(partials[start : start + len(job.pieces)])
+        finishing.append((job, partials[start : start + len(job.pieces)]))
         start += len(job.pieces)
+    # Each column's finish merges its own pieces in order (and sorts its sample): columns apart.
+    list(run(lambda item: item[0].finish(item[1]), finishing))
     return [(stats, warnings) for stats, warnings, _ in results]
 
 
