@@ -358,6 +358,7 @@ class _Binning:
     # each ufunc call a conversion.
     np_grid: Any = None
     np_mask: Any = None
+    np_edge_mask: Any = None
     np_fraction_mask: Any = None
 
     @property
@@ -587,6 +588,7 @@ def _binning(lo: float, hi: float, bins: int) -> _Binning:
         False,
         np.int64(grid),
         np.int64(mask),
+        np.int64((mask << 1) | 1),
         np.int64((1 << grid) - 1),
     )
 
@@ -623,7 +625,11 @@ def _fast_block(
         at_edge = scratch.flags[:m]
         np.less(fraction, 2 * _EDGE_GRAIN, out=at_edge)
         near = at_edge.nonzero()[0]
-        found = binning.edges.searchsorted(block[near], side="right") - 1
+        # Such a value is within _EDGE_GRAIN steps of grid integer k, so of
+        # edge k and of no other: its bin is k at or above that edge, else
+        # k - 1. (k is read with one more bit than a bin index: it may be bins.)
+        edge = (bits.take(near) >> binning.np_grid) & binning.np_edge_mask
+        found = edge - (block.take(near) < binning.edges.take(edge))
         np.minimum(found, len(counts) - 1, out=found)  # the maximum closes the last bin
         index[near] = found
     if pairs is None:
