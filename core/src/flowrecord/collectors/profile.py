@@ -421,7 +421,6 @@ class _NumericColumn:
 
     def plan(self, extremes: list[_Extremes]) -> None:
         """Combine the pieces' extremes: bins, where each piece starts, which values to sample."""
-
         self.extremes = extremes
         if self.is_float:
             self.stats["nan"] = sum(e.nan for e in extremes)
@@ -474,15 +473,15 @@ class _NumericColumn:
             seen += m
             if sketch is not None:
                 sketch.add(raw, scratch)  # hashes the values' own bits
+            if binning.constant:  # every value is lo: no deviations, all in the last bin
+                n, mean, m2 = _merge_moments(n, mean, m2, m, self.lo, 0.0)
+                counts[-1] += m
+                continue
             if raw.dtype == np.float64:
                 block = raw
             else:  # converted once here: every ufunc below would otherwise convert again
                 block = scratch.values[:m]
                 np.copyto(block, raw, casting="unsafe")
-            if binning.constant:  # every value is lo: no deviations, all in the last bin
-                n, mean, m2 = _merge_moments(n, mean, m2, m, self.lo, 0.0)
-                counts[-1] += m
-                continue
             block_mean = float(add_reduce(block)) / m
             centred = scratch.spare[:m]
             np.subtract(block, block_mean, out=centred)
