@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import Figure, add_arguments, report
+from _common import Figure, add_arguments, bytecode_cache_env, report
 
 FLOW = """
 from metaflow import FlowSpec, step
@@ -120,8 +120,14 @@ def main() -> None:
         }
         # Every task is a new Python process: without cached bytecode each one would
         # compile every module it imports, Metaflow's and flowrecord's alike, which no
-        # installed package does (pip writes the .pyc files). The warm-up run writes them.
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        # installed package does. The warm-up runs (one of each variant) write it.
+        for key, value in bytecode_cache_env(
+            os.environ.get("PYTHONPYCACHEPREFIX") or root / "pycache"
+        ).items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
         tasks = 5 + opts.foreach
         common = ["--max-workers", str(opts.max_workers)]
         variants = {"without": common, "with flowrecord": [*common, "--with", "flowrecord"]}
