@@ -47,6 +47,7 @@ __all__ = [
     "CommandError",
     "Context",
     "build_parser",
+    "dead_letters",
     "format_bytes",
     "format_duration",
     "format_time",
@@ -941,6 +942,17 @@ def _render_compare(console: Console, c: Mapping[str, Any]) -> None:
 
 
 def _add_sync(parser: argparse.ArgumentParser) -> None:
+    dead = parser.add_mutually_exclusive_group()
+    dead.add_argument(
+        "--list-dead",
+        action="store_true",
+        help="list the events a backend refused for good (dead letters); replay nothing",
+    )
+    dead.add_argument(
+        "--retry-dead",
+        action="store_true",
+        help="also send the dead letters again (after the backend or the data was fixed)",
+    )
     _add_json_flag(parser)
 
 
@@ -949,22 +961,29 @@ def sync_spool(
     *,
     plugins: Mapping[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    retry_dead: bool = False,
 ) -> dict[str, Any]:
     """Replay every spooled batch of every configured backend (and of *plugins*).
 
     A backend's spool is its directory under ``<home>/spool`` and the temp-dir
     fallback. Backends with nothing spooled are not even imported. Spool
     directories of backends that are not configured are reported under
-    ``skipped`` and left alone.
+    ``skipped`` and left alone. Events a backend refuses for good become dead
+    letters (``dead`` counts the new ones, ``dead_letters`` those held now).
 
     :param plugins: plugin objects by backend name, beside the configured ones
         (those added with :func:`flowrecord.recorder.register_backend`).
     :param progress: called with (files done, files in all) after each file.
-    :return: ``{"backends": [...], "files", "events", "failed_files", "left", "skipped"}``.
+    :param retry_dead: send each backend's dead letters again first
+        (``dead_retried`` counts those delivered).
+    :return: ``{"backends": [...], "files", "events", "failed_files", "left",
+        "dead", "dead_retried", "dead_letters", "skipped"}``.
     """
     from flowrecord.dispatcher import (
+        list_dead_letters,
         pending_spool_files,
         replay_spool,
+        retry_dead_letters,
         spool_dirs,
         subset_callers,
     )
@@ -973,6 +992,7 @@ def sync_spool(
     plugins = dict(plugins or {})
     names = list(dict.fromkeys([*config.backends, *plugins]))
     pending = {name: pending_spool_files(spool_dirs(config.home, name)) for name in names}
+    dead = {name: len(list_dead_letters(spool_dirs(config.home, name))) for name in names}
     total = sum(len(files) for files in pending.values())
     done = 0
     if progress is not None:
@@ -987,10 +1007,13 @@ def sync_spool(
             "events": 0,
             "failed_files": 0,
             "left": 0,
+            "dead": 0,
+            "dead_retried": 0,
+            "dead_letters": dead[name],
             "errors": [],
         }
         reports.append(report)
-        if not pending[name]:
+        if not pending[name] and not (retry_dead and dead[name]):
             continue
         base = done
         pm = None
@@ -1004,9 +1027,19 @@ def sync_spool(
                 if progress is not None:
                     progress(base + i, total)
 
-            stats = replay_spool(dirs, callers, progress=step)
-            report.update(files=stats.files, events=stats.events, failed_files=stats.failed_files)
-            report["errors"].extend(stats.errors)
+            if retry_dead and dead[name]:
+                again = retry_dead_letters(dirs, callers)
+                report["dead_retried"] = again.events
+                report["errors"].extend(f"dead letters: {e}" for e in again.errors)
+            if pending[name]:
+                stats = replay_spool(dirs, callers, progress=step)
+                report.update(
+                    files=stats.files,
+                    events=stats.events,
+                    failed_files=stats.failed_files,
+                    dead=stats.dead,
+                )
+                report["errors"].extend(stats.errors)
         except Exception as exc:  # the backend cannot be loaded or configured
             report["failed_files"] = len(pending[name])
             report["errors"].append(f"{type(exc).__name__}: {exc}")
@@ -1017,6 +1050,7 @@ def sync_spool(
                 except Exception as exc:
                     report["errors"].append(f"closing: {type(exc).__name__}: {exc}")
         report["left"] = len(pending_spool_files(dirs))
+        report["dead_letters"] = len(list_dead_letters(dirs))
         done = base + len(pending[name])
         if progress is not None:
             progress(done, total)
@@ -1042,8 +1076,28 @@ def sync_spool(
         "events": sum(r["events"] for r in reports),
         "failed_files": sum(r["failed_files"] for r in reports),
         "left": sum(r["left"] for r in reports),
+        "dead": sum(r["dead"] for r in reports),
+        "dead_retried": sum(r["dead_retried"] for r in reports),
+        "dead_letters": sum(r["dead_letters"] for r in reports),
         "skipped": skipped,
     }
+
+
+def dead_letters(home: Path) -> list[dict[str, Any]]:
+    """Every dead letter under *home*'s spools (configured backends or not), oldest
+    first per backend: ``{"backend", "event_id", "kind", "run_id", "task_id",
+    "error", "failed_at", "file"}``."""
+    from flowrecord.dispatcher import list_dead_letters, spool_dirs
+
+    names: set[str] = set()
+    for root in (home / "spool", spool_dirs(home, "_")[1].parent):
+        if root.is_dir():
+            names.update(p.name for p in root.iterdir() if p.is_dir())
+    return [
+        {"backend": name, **letter}
+        for name in sorted(names)
+        for letter in list_dead_letters(spool_dirs(home, name))
+    ]
 
 
 def _registered_plugins() -> dict[str, Any]:
@@ -1056,6 +1110,8 @@ def _registered_plugins() -> dict[str, Any]:
 
 def _run_sync(args: argparse.Namespace, ctx: Context) -> int:
     config = ctx.config
+    if args.list_dead:
+        return _run_list_dead(ctx, config.home, as_json=args.json)
     progress_bar = None
     task_id = None
     callback = None
@@ -1076,12 +1132,18 @@ def _run_sync(args: argparse.Namespace, ctx: Context) -> int:
 
         progress_bar.start()
     try:
-        result = sync_spool(config, plugins=_registered_plugins(), progress=callback)
+        result = sync_spool(
+            config,
+            plugins=_registered_plugins(),
+            progress=callback,
+            retry_dead=args.retry_dead,
+        )
     finally:
         if progress_bar is not None:
             progress_bar.stop()
     failed = [r for r in result["backends"] if r["failed_files"] or r["errors"]]
-    result["ok"] = not failed
+    dead = [r for r in result["backends"] if r["dead_letters"]]
+    result["ok"] = not failed and not dead
     if args.json:
         ctx.print_json(result)
     else:
@@ -1092,20 +1154,62 @@ def _run_sync(args: argparse.Namespace, ctx: Context) -> int:
             f"backend {r['backend']!r}: {r['failed_files']} spooled file(s) not delivered "
             f"({r['left']} left for the next sync): {reason}"
         )
-    return 0 if not failed else 1
+    for r in dead:
+        ctx.error(
+            f"backend {r['backend']!r}: {r['dead_letters']} event(s) refused for good, kept as "
+            "dead letters: see `flowrecord sync --list-dead`; after a fix, "
+            "`flowrecord sync --retry-dead`"
+        )
+    return 0 if result["ok"] else 1
+
+
+def _run_list_dead(ctx: Context, home: Path, *, as_json: bool) -> int:
+    letters = dead_letters(home)
+    if as_json:
+        ctx.print_json({"home": str(home), "count": len(letters), "dead_letters": letters})
+        return 0
+    if not letters:
+        ctx.console.print(_text(f"No dead letters under {home}."))
+        return 0
+    table = _table(None, "Backend", "Event", "Kind", "Run", "Failed at", "Error")
+    for d in letters:
+        table.add_row(
+            _text(d["backend"], "bold"),
+            # Whole event ids: those of one batch share their first (time) digits.
+            _text(d["event_id"]),
+            _text(d["kind"] or "(unreadable)"),
+            _text(short_id(d["run_id"])),
+            _text(format_time(d["failed_at"])),
+            _text(d["error"] or "-", "red"),
+        )
+    ctx.console.print(table)
+    files = sorted({d["file"] for d in letters})
+    ctx.console.print(
+        _text(
+            f"{len(letters)} dead letter(s) in {len(files)} file(s). Send them again with "
+            "`flowrecord sync --retry-dead` once the backend (or the code that made the "
+            "events) is fixed; deleting a file discards its events."
+        )
+    )
+    return 0
 
 
 def _render_sync(console: Console, result: Mapping[str, Any]) -> None:
-    active = [r for r in result["backends"] if r["pending"]]
+    active = [
+        r for r in result["backends"] if r["pending"] or r["dead_letters"] or r["dead_retried"]
+    ]
     if active:
-        table = _table(None, "Backend", "Files", "Events delivered", "Failed files", "Left")
+        table = _table(
+            None, "Backend", "Files", "Events delivered", "Failed files", "Left", "Dead letters"
+        )
         for r in active:
             table.add_row(
                 _text(r["backend"], "bold"),
                 _text(r["files"]),
-                _text(r["events"]),
+                _text(r["events"] + r["dead_retried"]),
                 _text(r["failed_files"], "bold red" if r["failed_files"] else ""),
                 _text(r["left"]),
+                _text(r["dead_letters"], "bold red" if r["dead_letters"] else ""),
             )
         console.print(table)
         console.print(
@@ -1114,6 +1218,12 @@ def _render_sync(console: Console, result: Mapping[str, Any]) -> None:
                 + (f"; {result['failed_files']} failed." if result["failed_files"] else ".")
             )
         )
+        if result["dead_retried"]:
+            console.print(_text(f"Delivered {result['dead_retried']} dead letters."))
+        if result["dead"]:
+            console.print(
+                _text(f"{result['dead']} events were refused for good: now dead letters.", "red")
+            )
     else:
         console.print(_text(f"Nothing to sync: no spooled events under {result['home']}."))
     for s in result["skipped"]:
@@ -1142,7 +1252,12 @@ COMMANDS: list[Command] = [
     Command(
         "compare", "Compare two runs: params, metrics, datasets, code.", _add_compare, _run_compare
     ),
-    Command("sync", "Replay events spooled while a backend was unavailable.", _add_sync, _run_sync),
+    Command(
+        "sync",
+        "Replay events spooled while a backend was unavailable; list or retry dead letters.",
+        _add_sync,
+        _run_sync,
+    ),
 ]
 
 

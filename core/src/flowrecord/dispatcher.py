@@ -11,6 +11,19 @@ batch that is both delivered late and replayed from the spool does no harm.
 
 Spool files are claimed by renaming them, so many processes replaying at once
 never send the same file concurrently.
+
+A failure is transient (the backend is down, locked, full) unless it is clearly
+about the data: an event the backend refuses with a ``TypeError``,
+``ValueError``, ``KeyError`` or an SQLite integrity or binding error will be
+refused on every try (:func:`failure_kind`). Such a batch is split in halves
+until the events it refuses are alone; every other event is delivered, and the
+refused ones are kept as *dead letters* (``<spool>/dead/*.jsonl``, each with its
+error and time) instead of blocking the backend forever. A failure of any other
+type stays transient, but a spool file whose replay failed
+:data:`EXAMINE_AFTER` times is examined the same way: an event that still fails
+alone while the backend takes others is a dead letter too. Dead letters are
+counted, logged once, listed by ``flowrecord sync --list-dead`` and sent again
+by ``flowrecord sync --retry-dead`` once the backend is fixed.
 """
 
 from __future__ import annotations
@@ -22,9 +35,11 @@ import logging
 import os
 import queue
 import socket
+import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,7 +59,18 @@ from flowrecord.events import (
     metric_point,
 )
 
-__all__ = ["Dispatcher", "SpoolStats", "hook_for", "replay_spool", "send_batch", "spool_dirs"]
+__all__ = [
+    "Dispatcher",
+    "SpoolStats",
+    "dead_letter_dirs",
+    "failure_kind",
+    "hook_for",
+    "list_dead_letters",
+    "replay_spool",
+    "retry_dead_letters",
+    "send_batch",
+    "spool_dirs",
+]
 
 log = logging.getLogger("flowrecord")
 
@@ -60,6 +86,21 @@ LINGER_S = 0.05
 RETRY_AFTER_S = 5.0
 #: A claimed spool file whose owner is gone is released after this many seconds.
 STALE_CLAIM_S = 60.0
+#: A spool file whose replay failed this many times (with errors of no known
+#: kind) is examined event by event for events the backend refuses for good.
+EXAMINE_AFTER = 5
+#: Name of the directory, inside a backend's spool directory, of its dead letters.
+DEAD_DIR = "dead"
+#: Most examined files per replay left waiting (their events failed alone and
+#: nothing else was delivered yet to show that the backend is up) before the
+#: replay stops: past that, the backend is more likely down than the events bad.
+MAX_DEFERRED = 4
+#: Longest error text kept beside a dead letter.
+ERROR_TEXT_MAX = 2000
+
+TRANSIENT = "transient"
+PERMANENT = "permanent"
+UNKNOWN = "unknown"
 
 _HOOK_ARG = {
     "flowrecord_run_started": "runs",
@@ -155,6 +196,151 @@ def _send_run(callers: Callable[[str], Any], hook: str, chunk: list[Any]) -> Non
 
 
 # ---------------------------------------------------------------------------
+# transient and permanent failures
+# ---------------------------------------------------------------------------
+
+
+def failure_kind(exc: BaseException) -> str:
+    """Whether sending again may succeed: :data:`TRANSIENT`, :data:`PERMANENT` or :data:`UNKNOWN`.
+
+    Transient: an ``OSError`` (refused or reset connections, timeouts, a full or
+    read-only disk) or ``sqlite3.OperationalError`` (locked, busy, disk full), also
+    when it is the cause or context of the error raised. Permanent: the error says
+    the event itself is wrong (``TypeError``, ``ValueError``, ``KeyError``, an
+    SQLite integrity, data or binding error). A reply the client could not decode
+    (``JSONDecodeError``, ``UnicodeDecodeError``) and every other type are
+    unknown, and handled as transient.
+
+    >>> failure_kind(ConnectionRefusedError()), failure_kind(ValueError("bad"))
+    ('transient', 'permanent')
+    """
+    sqlite3 = sys.modules.get("sqlite3")  # an SQLite error means it is imported already
+    operational = sqlite3.OperationalError if sqlite3 is not None else OSError
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        if isinstance(link, OSError | operational):
+            return TRANSIENT
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
+        return UNKNOWN
+    if isinstance(exc, TypeError | ValueError | KeyError):
+        return PERMANENT
+    if sqlite3 is not None:
+        if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc):
+            return TRANSIENT  # the store was closed under us (shutdown), not a bad event
+        if isinstance(
+            exc,
+            sqlite3.IntegrityError
+            | sqlite3.DataError
+            | sqlite3.ProgrammingError
+            | sqlite3.InterfaceError,
+        ):
+            return PERMANENT
+    return UNKNOWN
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_MAX]
+
+
+class _Outcome:
+    """What :func:`_isolate` made of a batch: each event delivered, dead or left."""
+
+    __slots__ = ("dead", "delivered", "failure", "left", "unproven")
+
+    def __init__(self) -> None:
+        self.delivered = 0
+        #: Refused for good, with the error text.
+        self.dead: list[tuple[Any, str]] = []
+        #: Not delivered (:attr:`failure` says why): to be sent again.
+        self.left: list[Any] = []
+        self.failure: BaseException | None = None
+        #: The events left failed for no transient reason, but nothing showed the
+        #: backend up (it took none of them): bad events, or a backend refusing
+        #: everything? :func:`replay_spool` decides once other events went through.
+        self.unproven = False
+
+
+def _isolate(
+    callers: Callable[[str], Any],
+    events: Sequence[Any],
+    *,
+    failed: BaseException | None = None,
+    examine: bool = False,
+    proven_up: bool = False,
+) -> _Outcome:
+    """Deliver *events*; split what fails in halves until the refused events are alone.
+
+    A failing part is split while its error is permanent (with *examine*, also
+    of no known kind); a transient error (without *examine*, also an unknown
+    one) stops at once and leaves the rest for later. An event failing alone with
+    a permanent error is dead; with an unknown one (*examine*), only if the
+    backend took other events, else it is left :attr:`~_Outcome.unproven`. So is
+    everything when failures run far past what finding a few bad events takes
+    with nothing delivered (a backend refusing every event is broken, its events
+    are not bad). Events delivered twice on the way
+    (a backend that wrote part of a failed call) do no harm: backends dedupe on
+    event id.
+
+    :param failed: *events* were just sent as one batch and failed with this.
+    :param proven_up: the backend took other events just now.
+    """
+    out = _Outcome()
+    todo: deque[tuple[Sequence[Any], BaseException | None]] = deque()
+    if failed is not None:
+        todo.append((events, failed))
+    else:
+        todo.extend((events[i : i + MAX_BATCH], None) for i in range(0, len(events), MAX_BATCH))
+    # Splitting down to one bad event costs about two failures per halving. Many
+    # more with nothing delivered: the backend may refuse everything; stop early.
+    budget = 2 * max(1, len(events)).bit_length() + 4
+    failures = 0
+    suspects: list[tuple[Any, str]] = []  # failed alone, error of no known kind
+    while todo:
+        chunk, exc = todo.popleft()
+        if exc is None:
+            try:
+                send_batch(callers, chunk)
+            except Exception as error:
+                exc = error
+            else:
+                out.delivered += len(chunk)
+                continue
+        failures += 1
+        kind = failure_kind(exc)
+        up = proven_up or out.delivered > 0
+        if kind == TRANSIENT or (kind == UNKNOWN and not examine) or (failures > budget and not up):
+            out.failure = exc
+            out.unproven = kind != TRANSIENT and not up and (kind == PERMANENT or examine)
+            if out.unproven:  # nothing is known to be bad: all of it waits
+                out.left = [e for e, _ in out.dead]
+                out.dead = []
+            out.left += [e for e, _ in suspects]
+            out.left += chunk
+            for rest, _ in todo:
+                out.left += rest
+            return out
+        if len(chunk) > 1:
+            mid = len(chunk) // 2
+            todo.appendleft((chunk[mid:], None))
+            todo.appendleft((chunk[:mid], None))
+        elif kind == PERMANENT:
+            out.dead.append((chunk[0], _describe(exc)))
+        else:
+            suspects.append((chunk[0], _describe(exc)))
+            out.failure = exc
+    if suspects and not (proven_up or out.delivered):
+        out.left = [e for e, _ in suspects]  # out.failure: the last one's error
+        out.unproven = True
+        return out
+    out.dead += suspects
+    out.failure = None
+    return out
+
+
+# ---------------------------------------------------------------------------
 # spool files
 # ---------------------------------------------------------------------------
 
@@ -169,18 +355,33 @@ def spool_dirs(home: Path, backend: str) -> list[Path]:
     return [home / "spool" / backend, _fallback_root(home) / backend]
 
 
-def _write_spool(dirs: Sequence[Path], events: Sequence[Event]) -> Path | None:
-    payload = "".join(json.dumps(event_to_dict(e), default=str) + "\n" for e in events)
+def _spool_name(stem: str, attempts: int) -> str:
+    """A spool file's name: its stem (an event id, so names sort oldest first) and,
+    once its replay has failed, how many times it did."""
+    return f"{stem}.jsonl" if attempts <= 0 else f"{stem}.f{attempts}.jsonl"
+
+
+def _parse_spool_name(name: str) -> tuple[str, int]:
+    """(stem, failed replays) of a spool file name, claimed or not."""
+    base = name.split(".claimed-")[0].removesuffix(".jsonl")
+    stem, dot, tail = base.rpartition(".")
+    if dot and tail[:1] == "f" and tail[1:].isdigit():
+        return stem, int(tail[1:])
+    return base, 0
+
+
+def _write_file(dirs: Sequence[Path], payload: str, name: str | None = None) -> Path | None:
+    """Write *payload* durably as *name* (a new one by default) in the first of *dirs*
+    that takes it; None when none does."""
     for directory in dirs:
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            name = new_event_id()
-            tmp = directory / f".{name}.tmp"
+            final = directory / (name or f"{new_event_id()}.jsonl")
+            tmp = directory / f".{final.name}.tmp"
             with tmp.open("w", encoding="utf-8") as fh:
                 fh.write(payload)
                 fh.flush()
                 os.fsync(fh.fileno())
-            final = directory / f"{name}.jsonl"
             os.replace(tmp, final)
             return final
         except OSError as exc:
@@ -189,8 +390,18 @@ def _write_spool(dirs: Sequence[Path], events: Sequence[Event]) -> Path | None:
             )
             with contextlib.suppress(OSError, UnboundLocalError):
                 tmp.unlink()
-    log.error("flowrecord: %d events could not be spooled anywhere and are lost", len(events))
     return None
+
+
+def _spool_payload(events: Iterable[Event]) -> str:
+    return "".join(json.dumps(event_to_dict(e), default=str) + "\n" for e in events)
+
+
+def _write_spool(dirs: Sequence[Path], events: Sequence[Event]) -> Path | None:
+    final = _write_file(dirs, _spool_payload(events))
+    if final is None:
+        log.error("flowrecord: %d events could not be spooled anywhere and are lost", len(events))
+    return final
 
 
 def _pid_alive(pid: int) -> bool:
@@ -231,8 +442,10 @@ def _unclaim(claimed: Path) -> None:
         os.replace(claimed, claimed.with_name(claimed.name.split(".claimed-")[0]))
 
 
-def _read_spool(path: Path) -> list[Event]:
+def _read_spool(path: Path) -> tuple[list[Event], list[tuple[str, str]]]:
+    """The events of a spool file, and its lines that are not events, with the error."""
     events: list[Event] = []
+    unreadable: list[tuple[str, str]] = []
     with path.open(encoding="utf-8") as fh:
         for line in fh:
             line = line.strip()
@@ -241,18 +454,23 @@ def _read_spool(path: Path) -> list[Event]:
             try:
                 events.append(event_from_dict(json.loads(line)))
             except (ValueError, TypeError) as exc:
-                # A torn last line (the writer was killed) is skipped, the rest replays.
-                log.warning("flowrecord: skipping unreadable spooled event in %s: %s", path, exc)
-    return events
+                # A torn line, or an event of a newer flowrecord: the rest replays,
+                # the line is kept as a dead letter.
+                log.warning("flowrecord: unreadable spooled event in %s: %s", path, exc)
+                unreadable.append((line, _describe(exc)))
+    return events, unreadable
 
 
 class SpoolStats:
-    """Counts of one replay: files and events sent, and files that failed."""
+    """Counts of one replay: files and events sent, files that failed, dead letters made."""
 
     def __init__(self) -> None:
         self.files = 0
         self.events = 0
         self.failed_files = 0
+        #: Events the backend refused for good, now dead letters (for
+        #: :func:`retry_dead_letters`: the ones refused again).
+        self.dead = 0
         self.errors: list[str] = []
 
     def as_dict(self) -> dict[str, Any]:
@@ -260,6 +478,7 @@ class SpoolStats:
             "files": self.files,
             "events": self.events,
             "failed_files": self.failed_files,
+            "dead": self.dead,
             "errors": self.errors,
         }
 
@@ -271,7 +490,177 @@ def pending_spool_files(dirs: Iterable[Path]) -> list[Path]:
         if directory.is_dir():
             _release_stale_claims(directory)
             files.extend(directory.glob("*.jsonl"))
+    return sorted(files, key=lambda p: _parse_spool_name(p.name)[0])
+
+
+# -- dead letters -------------------------------------------------------------
+
+
+def dead_letter_dirs(spool: Sequence[Path]) -> list[Path]:
+    """Where the dead letters of a backend whose spool directories are *spool* go."""
+    return [directory / DEAD_DIR for directory in spool]
+
+
+def _dead_entry(event: Any, error: str, failed_at: float) -> dict[str, Any]:
+    return {"failed_at": failed_at, "error": error, "event": event_to_dict(event)}
+
+
+def _bury(
+    spool: Sequence[Path], dead: Sequence[tuple[Any, str]], lines: Sequence[tuple[str, str]] = ()
+) -> Path | None:
+    """Write refused events (and unreadable spool *lines*) as one dead-letter file."""
+    now = time.time()
+    entries = [_dead_entry(e, error, now) for e, error in dead]
+    entries += [{"failed_at": now, "error": error, "line": line} for line, error in lines]
+    payload = "".join(json.dumps(x, default=str) + "\n" for x in entries)
+    path = _write_file(dead_letter_dirs(spool), payload)
+    if path is not None:
+        first = dead[0][1] if dead else lines[0][1]
+        log.warning(
+            "flowrecord: %d event(s) refused for good (%s); kept as dead letters in %s"
+            " (list: flowrecord sync --list-dead; after a fix: flowrecord sync --retry-dead)",
+            len(entries),
+            first,
+            path,
+        )
+    return path
+
+
+def _dead_files(spool: Iterable[Path]) -> list[Path]:
+    files: list[Path] = []
+    for directory in dead_letter_dirs(list(spool)):
+        if directory.is_dir():
+            _release_stale_claims(directory)
+            files.extend(directory.glob("*.jsonl"))
     return sorted(files, key=lambda p: p.name)
+
+
+def _read_dead(path: Path) -> list[dict[str, Any]]:
+    entries = []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                try:
+                    entries.append(json.loads(line))
+                except ValueError:  # a dead letter is never thrown away, even a torn one
+                    entries.append({"error": "unreadable dead letter", "line": line.strip()})
+    return entries
+
+
+def list_dead_letters(spool: Sequence[Path]) -> list[dict[str, Any]]:
+    """The dead letters of the backend whose spool directories are *spool*, oldest first.
+
+    Each is ``{"event_id", "kind", "run_id", "task_id", "error", "failed_at", "file"}``
+    (ids and kind are None for a line that is not an event).
+    """
+    out = []
+    for path in _dead_files(spool):
+        try:
+            entries = _read_dead(path)
+        except OSError:
+            continue  # retried (claimed) or removed just now
+        for entry in entries:
+            event = entry.get("event") if isinstance(entry.get("event"), dict) else {}
+            out.append(
+                {
+                    "event_id": event.get("event_id"),
+                    "kind": event.get("kind"),
+                    "run_id": event.get("run_id"),
+                    "task_id": event.get("task_id"),
+                    "error": entry.get("error"),
+                    "failed_at": entry.get("failed_at"),
+                    "file": str(path),
+                }
+            )
+    return out
+
+
+def retry_dead_letters(spool: Sequence[Path], callers: Callable[[str], Any]) -> SpoolStats:
+    """Send the dead letters in *spool*'s dead-letter directories again (after a fix).
+
+    What the backend takes is removed; what it refuses for good again stays with
+    the new error (counted in :attr:`SpoolStats.dead`); what fails for a transient
+    reason stays as it was (:attr:`SpoolStats.failed_files`), and the retry stops.
+    """
+    stats = SpoolStats()
+    for path in _dead_files(spool):
+        claimed = _claim(path)
+        if claimed is None:
+            continue
+        try:
+            entries = _read_dead(claimed)
+        except OSError as exc:
+            _unclaim(claimed)
+            stats.failed_files += 1
+            stats.errors.append(f"{path.name}: {_describe(exc)}")
+            continue
+        events: list[Any] = []
+        origin: dict[int, dict[str, Any]] = {}
+        keep: list[dict[str, Any]] = []  # lines that are still not events
+        now = time.time()
+        for entry in entries:
+            try:
+                data = entry["event"] if "event" in entry else json.loads(entry["line"])
+                event = event_from_dict(data)
+            except (KeyError, TypeError, ValueError) as exc:
+                keep.append({**entry, "failed_at": now, "error": _describe(exc)})
+                continue
+            origin[id(event)] = entry
+            events.append(event)
+        out = _isolate(callers, events) if events else _Outcome()
+        stats.events += out.delivered
+        stats.dead += len(out.dead) + len(keep)
+        keep += [_dead_entry(e, error, now) for e, error in out.dead]
+        keep += [origin[id(e)] for e in out.left]
+        if not keep:
+            with contextlib.suppress(OSError):
+                claimed.unlink()
+            stats.files += 1
+        else:
+            payload = "".join(json.dumps(x, default=str) + "\n" for x in keep)
+            if _write_file([claimed.parent], payload, path.name) is None:
+                _unclaim(claimed)  # as it was: nothing lost
+            else:
+                with contextlib.suppress(OSError):
+                    claimed.unlink()
+        if out.failure is not None:
+            stats.failed_files += 1
+            stats.errors.append(f"{path.name}: {_describe(out.failure)}")
+            break
+    return stats
+
+
+# -- replay -------------------------------------------------------------------
+
+
+class _Claimed:
+    """A spool file this process claimed: where it was, where it is, how many events."""
+
+    __slots__ = ("claimed", "on_disk", "path")
+
+    def __init__(self, path: Path, claimed: Path, on_disk: int) -> None:
+        self.path = path
+        self.claimed = claimed
+        self.on_disk = on_disk
+
+    def settle(self, remaining: Sequence[Event] | None) -> None:
+        """Done with it: delete it, or put *remaining* (None: all of it) back with one
+        more failed replay."""
+        if remaining is not None and not remaining:
+            with contextlib.suppress(OSError):
+                self.claimed.unlink()
+            return
+        stem, attempts = _parse_spool_name(self.path.name)
+        name = _spool_name(stem, attempts + 1)
+        if remaining is None or len(remaining) == self.on_disk:
+            with contextlib.suppress(OSError):
+                os.replace(self.claimed, self.claimed.with_name(name))
+            return
+        if _write_file([self.claimed.parent], _spool_payload(remaining), name) is None:
+            _unclaim(self.claimed)  # the whole file again: what was delivered is deduped
+            return
+        with contextlib.suppress(OSError):
+            self.claimed.unlink()
 
 
 def replay_spool(
@@ -281,31 +670,86 @@ def replay_spool(
     progress: Callable[[int, int], None] | None = None,
     stop_on_error: bool = True,
 ) -> SpoolStats:
-    """Send every spooled batch in *dirs* through *callers*; delete what was delivered."""
+    """Send every spooled batch in *dirs* through *callers*; delete what was delivered.
+
+    Events the backend refuses for good become dead letters (see :func:`_isolate`)
+    and do not hold back the files after them. A file that fails for a transient
+    reason stays, its failed replays counted in its name, and stops the replay
+    (unless not *stop_on_error*): the backend is down, later files would fail too.
+    After :data:`EXAMINE_AFTER` failed replays, errors of no known kind are
+    examined too. Events whose failure proves nothing while the backend took no
+    other event (:attr:`_Outcome.unproven`) wait until the files after them were
+    tried; if some of those went through, they are split again with that proof.
+    """
     stats = SpoolStats()
     files = pending_spool_files(dirs)
+    deferred: list[tuple[_Claimed, list[Event], bool]] = []
     for i, path in enumerate(files):
         claimed = _claim(path)
         if claimed is None:
             continue
         try:
-            events = _read_spool(claimed)
-            for start in range(0, len(events), MAX_BATCH):
-                send_batch(callers, events[start : start + MAX_BATCH])
-        except Exception as exc:
+            events, unreadable = _read_spool(claimed)
+        except (OSError, UnicodeDecodeError) as exc:
             _unclaim(claimed)
             stats.failed_files += 1
-            stats.errors.append(f"{path.name}: {type(exc).__name__}: {exc}")
-            if stop_on_error:
-                break
+            stats.errors.append(f"{path.name}: {_describe(exc)}")
+            failed = True
         else:
-            with contextlib.suppress(OSError):
-                claimed.unlink()
-            stats.files += 1
-            stats.events += len(events)
+            file = _Claimed(path, claimed, len(events) + len(unreadable))
+            examine = _parse_spool_name(path.name)[1] >= EXAMINE_AFTER
+            out = _isolate(callers, events, examine=examine, proven_up=stats.events > 0)
+            wait = out.unproven and len(deferred) < MAX_DEFERRED
+            failed = _record(stats, file, out, unreadable, dirs, wait=wait)
+            if wait and not failed:
+                deferred.append((file, out.left, examine))
         if progress is not None:
             progress(i + 1, len(files))
+        if failed and stop_on_error:
+            break
+    for file, left, examine in deferred:
+        if stats.events > 0:  # the backend takes events: what still fails is bad
+            out = _isolate(callers, left, examine=examine, proven_up=True)
+        else:
+            out = _Outcome()
+            out.left = left
+            out.failure = RuntimeError("the backend took no event of this replay")
+        _record(stats, file, out, [], dirs)
     return stats
+
+
+def _record(
+    stats: SpoolStats,
+    file: _Claimed,
+    out: _Outcome,
+    unreadable: Sequence[tuple[str, str]],
+    spool: Sequence[Path],
+    *,
+    wait: bool = False,
+) -> bool:
+    """Bury the dead letters of a replayed file and settle it; True when it failed.
+
+    With *wait*, the file stays claimed for a second look (its dead letters are
+    buried already).
+    """
+    stats.events += out.delivered
+    if out.dead or unreadable:
+        if _bury(spool, out.dead, unreadable) is None:
+            # Nowhere to keep them: the file stays whole, nothing is lost.
+            file.settle(None)
+            stats.failed_files += 1
+            stats.errors.append(f"{file.path.name}: its dead letters could not be written")
+            return True
+        stats.dead += len(out.dead) + len(unreadable)
+    if wait:
+        return False
+    file.settle(out.left)
+    if out.failure is None:
+        stats.files += 1
+        return False
+    stats.failed_files += 1
+    stats.errors.append(f"{file.path.name}: {_describe(out.failure)}")
+    return True
 
 
 # ---------------------------------------------------------------------------
@@ -356,6 +800,7 @@ class _Worker:
         self.spooled = 0
         self.replayed = 0
         self.lost = 0
+        self.dead = 0
         self.thread = threading.Thread(target=self._loop, name=f"flowrecord-{name}", daemon=True)
         self.thread.start()
 
@@ -447,19 +892,48 @@ class _Worker:
         try:
             send_batch(self.callers, batch)
         except Exception as exc:
-            self.retry_at = time.monotonic() + RETRY_AFTER_S
-            if self.error is None:
-                log.warning(
-                    "flowrecord: backend %r failed (%s: %s); spooling its events for replay",
-                    self.name,
-                    type(exc).__name__,
-                    exc,
-                )
-            self.error = f"{type(exc).__name__}: {exc}"
-            self._spool(batch)
+            if failure_kind(exc) != PERMANENT:
+                self._failed(exc, batch)
+                return
+            # The backend refuses something in this batch for good: deliver the
+            # rest now, keep only what it refuses.
+            out = _isolate(self.callers, batch, failed=exc)
+            self.delivered += out.delivered
+            if out.dead:
+                self._bury(out.dead)
+            if out.failure is not None:
+                self._failed(out.failure, out.left)
+            else:
+                self.error = None
         else:
             self.delivered += len(batch)
             self.error = None
+
+    def _failed(self, exc: BaseException, batch: Sequence[Event]) -> None:
+        self.retry_at = time.monotonic() + RETRY_AFTER_S
+        if self.error is None:
+            log.warning(
+                "flowrecord: backend %r failed (%s); spooling its events for replay",
+                self.name,
+                _describe(exc),
+            )
+        self.error = _describe(exc)
+        self._spool(batch)
+
+    def _bury(self, dead: Sequence[tuple[Any, str]]) -> None:
+        if not self.spool:  # an in-process listener: nowhere to keep them
+            log.warning(
+                "flowrecord: listener %r refused %d event(s) (%s); dropped",
+                self.name,
+                len(dead),
+                dead[0][1],
+            )
+            self.lost += len(dead)
+            return
+        if _bury(self.spool, dead) is not None:
+            self.dead += len(dead)
+        else:  # in the spool they are at least kept; the replay tries again
+            self._spool([e for e, _ in dead])
 
     def _spool(self, batch: Sequence[Event]) -> None:
         if not self.spool:  # an in-process listener: nothing could replay into it later
@@ -484,6 +958,7 @@ class _Worker:
             log.warning("flowrecord: replay for %r failed: %s", self.name, exc)
             return
         self.replayed += stats.events
+        self.dead += stats.dead
         if stats.failed_files:
             self.retry_at = time.monotonic() + RETRY_AFTER_S
 
@@ -596,13 +1071,15 @@ class Dispatcher:
             worker.put(None)
 
     def stats(self) -> dict[str, dict[str, Any]]:
-        """Per backend: events delivered, spooled and replayed, and the last error."""
+        """Per backend: events delivered, spooled, replayed, lost and dead-lettered
+        (refused for good, kept under ``<spool>/dead``), and the last error."""
         return {
             w.name: {
                 "delivered": w.delivered,
                 "spooled": w.spooled,
                 "replayed": w.replayed,
                 "lost": w.lost,
+                "dead": w.dead,
                 "error": w.error,
             }
             for w in self.workers
