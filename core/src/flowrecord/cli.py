@@ -977,7 +977,8 @@ def sync_spool(
     :param retry_dead: send each backend's dead letters again first
         (``dead_retried`` counts those delivered).
     :return: ``{"backends": [...], "files", "events", "failed_files", "left",
-        "dead", "dead_retried", "dead_letters", "skipped"}``.
+        "dead", "dead_retried", "dead_letters", "skipped"}``; each backend's report
+        also gives ``dead_error``, the error of its oldest dead letter.
     """
     from flowrecord.dispatcher import (
         list_dead_letters,
@@ -992,7 +993,7 @@ def sync_spool(
     plugins = dict(plugins or {})
     names = list(dict.fromkeys([*config.backends, *plugins]))
     pending = {name: pending_spool_files(spool_dirs(config.home, name)) for name in names}
-    dead = {name: len(list_dead_letters(spool_dirs(config.home, name))) for name in names}
+    dead = {name: list_dead_letters(spool_dirs(config.home, name)) for name in names}
     total = sum(len(files) for files in pending.values())
     done = 0
     if progress is not None:
@@ -1009,7 +1010,8 @@ def sync_spool(
             "left": 0,
             "dead": 0,
             "dead_retried": 0,
-            "dead_letters": dead[name],
+            "dead_letters": len(dead[name]),
+            "dead_error": dead[name][0]["error"] if dead[name] else None,
             "errors": [],
         }
         reports.append(report)
@@ -1050,7 +1052,9 @@ def sync_spool(
                 except Exception as exc:
                     report["errors"].append(f"closing: {type(exc).__name__}: {exc}")
         report["left"] = len(pending_spool_files(dirs))
-        report["dead_letters"] = len(list_dead_letters(dirs))
+        letters = list_dead_letters(dirs)
+        report["dead_letters"] = len(letters)
+        report["dead_error"] = letters[0]["error"] if letters else None
         done = base + len(pending[name])
         if progress is not None:
             progress(done, total)
@@ -1156,9 +1160,9 @@ def _run_sync(args: argparse.Namespace, ctx: Context) -> int:
         )
     for r in dead:
         ctx.error(
-            f"backend {r['backend']!r}: {r['dead_letters']} event(s) refused for good, kept as "
-            "dead letters: see `flowrecord sync --list-dead`; after a fix, "
-            "`flowrecord sync --retry-dead`"
+            f"backend {r['backend']!r}: {r['dead_letters']} event(s) refused for good "
+            f"({r['dead_error']}), kept as dead letters: see `flowrecord sync --list-dead`; "
+            "after a fix, `flowrecord sync --retry-dead`"
         )
     return 0 if result["ok"] else 1
 

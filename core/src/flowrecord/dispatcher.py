@@ -471,6 +471,8 @@ class SpoolStats:
         #: Events the backend refused for good, now dead letters (for
         #: :func:`retry_dead_letters`: the ones refused again).
         self.dead = 0
+        #: The error of the first of them.
+        self.dead_error: str | None = None
         self.errors: list[str] = []
 
     def as_dict(self) -> dict[str, Any]:
@@ -479,6 +481,7 @@ class SpoolStats:
             "events": self.events,
             "failed_files": self.failed_files,
             "dead": self.dead,
+            "dead_error": self.dead_error,
             "errors": self.errors,
         }
 
@@ -508,22 +511,25 @@ def _dead_entry(event: Any, error: str, failed_at: float) -> dict[str, Any]:
 def _bury(
     spool: Sequence[Path], dead: Sequence[tuple[Any, str]], lines: Sequence[tuple[str, str]] = ()
 ) -> Path | None:
-    """Write refused events (and unreadable spool *lines*) as one dead-letter file."""
+    """Write refused events (and unreadable spool *lines*) as one dead-letter file
+    (the caller says so: a worker logs it, ``flowrecord sync`` reports it)."""
     now = time.time()
     entries = [_dead_entry(e, error, now) for e, error in dead]
     entries += [{"failed_at": now, "error": error, "line": line} for line, error in lines]
     payload = "".join(json.dumps(x, default=str) + "\n" for x in entries)
-    path = _write_file(dead_letter_dirs(spool), payload)
-    if path is not None:
-        first = dead[0][1] if dead else lines[0][1]
-        log.warning(
-            "flowrecord: %d event(s) refused for good (%s); kept as dead letters in %s"
-            " (list: flowrecord sync --list-dead; after a fix: flowrecord sync --retry-dead)",
-            len(entries),
-            first,
-            path,
-        )
-    return path
+    return _write_file(dead_letter_dirs(spool), payload)
+
+
+def _warn_dead(backend: str, count: int, error: str, spool: Sequence[Path]) -> None:
+    log.warning(
+        "flowrecord: backend %r refused %d event(s) for good (%s); kept as dead letters"
+        " under %s (list: flowrecord sync --list-dead; after a fix: flowrecord sync"
+        " --retry-dead)",
+        backend,
+        count,
+        error,
+        dead_letter_dirs(spool)[0],
+    )
 
 
 def _dead_files(spool: Iterable[Path]) -> list[Path]:
@@ -541,9 +547,12 @@ def _read_dead(path: Path) -> list[dict[str, Any]]:
         for line in fh:
             if line.strip():
                 try:
-                    entries.append(json.loads(line))
-                except ValueError:  # a dead letter is never thrown away, even a torn one
-                    entries.append({"error": "unreadable dead letter", "line": line.strip()})
+                    entry = json.loads(line)
+                except ValueError:
+                    entry = None
+                if not isinstance(entry, dict):  # never thrown away, even a torn one
+                    entry = {"error": "unreadable dead letter", "line": line.strip()}
+                entries.append(entry)
     return entries
 
 
@@ -551,19 +560,28 @@ def list_dead_letters(spool: Sequence[Path]) -> list[dict[str, Any]]:
     """The dead letters of the backend whose spool directories are *spool*, oldest first.
 
     Each is ``{"event_id", "kind", "run_id", "task_id", "error", "failed_at", "file"}``
-    (ids and kind are None for a line that is not an event).
+    (ids and kind are None for a line that is not an event). An event set aside
+    twice (by a worker, and by a replay of a copy spooled at a missed flush
+    deadline) is listed once.
     """
     out = []
+    seen: set[str] = set()
     for path in _dead_files(spool):
         try:
             entries = _read_dead(path)
         except OSError:
             continue  # retried (claimed) or removed just now
         for entry in entries:
-            event = entry.get("event") if isinstance(entry.get("event"), dict) else {}
+            data = entry.get("event")
+            event: dict[str, Any] = data if isinstance(data, dict) else {}
+            event_id = event.get("event_id")
+            if event_id is not None:
+                if event_id in seen:
+                    continue
+                seen.add(event_id)
             out.append(
                 {
-                    "event_id": event.get("event_id"),
+                    "event_id": event_id,
                     "kind": event.get("kind"),
                     "run_id": event.get("run_id"),
                     "task_id": event.get("task_id"),
@@ -610,6 +628,10 @@ def retry_dead_letters(spool: Sequence[Path], callers: Callable[[str], Any]) -> 
         out = _isolate(callers, events) if events else _Outcome()
         stats.events += out.delivered
         stats.dead += len(out.dead) + len(keep)
+        if out.dead or keep:
+            stats.dead_error = stats.dead_error or (
+                out.dead[0][1] if out.dead else keep[0]["error"]
+            )
         keep += [_dead_entry(e, error, now) for e, error in out.dead]
         keep += [origin[id(e)] for e in out.left]
         if not keep:
@@ -741,6 +763,7 @@ def _record(
             stats.errors.append(f"{file.path.name}: its dead letters could not be written")
             return True
         stats.dead += len(out.dead) + len(unreadable)
+        stats.dead_error = stats.dead_error or (out.dead[0][1] if out.dead else unreadable[0][1])
     if wait:
         return False
     file.settle(out.left)
@@ -932,6 +955,7 @@ class _Worker:
             return
         if _bury(self.spool, dead) is not None:
             self.dead += len(dead)
+            _warn_dead(self.name, len(dead), dead[0][1], self.spool)
         else:  # in the spool they are at least kept; the replay tries again
             self._spool([e for e, _ in dead])
 
@@ -959,6 +983,8 @@ class _Worker:
             return
         self.replayed += stats.events
         self.dead += stats.dead
+        if stats.dead:
+            _warn_dead(self.name, stats.dead, stats.dead_error or "?", self.spool)
         if stats.failed_files:
             self.retry_at = time.monotonic() + RETRY_AFTER_S
 
