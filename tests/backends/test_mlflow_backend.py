@@ -8,7 +8,6 @@ compared with the local store.
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
 from pathlib import Path
@@ -21,7 +20,12 @@ from _pipelines import LOSS_POINTS, PIPELINE, churn_pipeline
 import flowrecord
 from flowrecord import recorder
 from flowrecord.backends.local import LocalStore
-from flowrecord.backends.mlflow import MlflowBackend, RunNotKnownYet, resolve_settings
+from flowrecord.backends.mlflow import (
+    EventRefused,
+    MlflowBackend,
+    RunNotKnownYet,
+    resolve_settings,
+)
 from flowrecord.dispatcher import send_batch, subset_callers
 from flowrecord.events import MetricBatch, RunEvent, State, TaskEvent
 from flowrecord.plugins import make_plugin_manager
@@ -342,7 +346,7 @@ def test_racing_processes_converge_on_one_mlflow_run(mlflow_server, tmp_path):
 
 
 def test_events_of_an_unknown_run_wait_then_are_given_up(mlflow_server, tmp_path):
-    """Points for a run MLflow never saw raise (so they spool); over a day old they are dropped."""
+    """Points for a run MLflow never saw raise (so they spool); over a day old they are refused for good."""
     backend = MlflowBackend(
         resolve_settings({"home": str(tmp_path), "mlflow": {"tracking_uri": mlflow_server.url}})
     )
@@ -359,7 +363,8 @@ def test_events_of_an_unknown_run_wait_then_are_given_up(mlflow_server, tmp_path
     with pytest.raises(RunNotKnownYet):
         backend.flowrecord_metrics_logged(MetricBatch([point]))
     old = ("e-unknown-2", time.time() - 2 * 86400, *point[2:])
-    backend.flowrecord_metrics_logged(MetricBatch([old]))  # logged as an error, not raised
+    with pytest.raises(EventRefused):  # permanent: the dispatcher keeps it as a dead letter
+        backend.flowrecord_metrics_logged(MetricBatch([old]))
     # Once the run's start arrives, the waiting point goes through.
     run = RunEvent(
         event_id="s",
@@ -376,44 +381,80 @@ def test_events_of_an_unknown_run_wait_then_are_given_up(mlflow_server, tmp_path
     assert len(backend.client.get_metric_history(mlflow_run, "loss")) == 1
 
 
-def test_a_refused_event_is_skipped_not_retried_forever(mlflow_server, tmp_path, caplog):
-    """When MLflow refuses for good (the run was deleted), the event is logged and marked done."""
-    backend = MlflowBackend(
-        resolve_settings({"home": str(tmp_path), "mlflow": {"tracking_uri": mlflow_server.url}})
-    )
-    backend.flowrecord_backend_configure({})
-    run_id, task_id = "aaaaaaaa-0000-5000-8000-000000000001", "aaaaaaaa-0000-5000-8000-000000000002"
+def _run_and_task(backend: MlflowBackend, run_id: str, task_ids: list[str]) -> None:
     backend.flowrecord_run_started(
         [
             RunEvent(
-                event_id="s",
+                event_id=f"s-{run_id}",
                 ts=time.time(),
                 run_id=run_id,
                 state=State.STARTED,
                 orchestrator="python",
                 pipeline="refused",
-                run_key="k",
+                run_key=run_id,
             )
         ]
     )
     backend.flowrecord_task_started(
         [
             TaskEvent(
-                event_id="t",
+                event_id=f"t-{task_id}",
                 ts=time.time(),
                 run_id=run_id,
                 task_id=task_id,
                 state=State.STARTED,
-                name="train",
+                name=f"train-{task_id[-1]}",
             )
+            for task_id in task_ids
         ]
     )
+
+
+def test_a_refused_event_raises_a_permanent_refusal(mlflow_server, tmp_path):
+    """When MLflow refuses for good (the run was deleted), the hook raises EventRefused, not marked done."""
+    backend = MlflowBackend(
+        resolve_settings({"home": str(tmp_path), "mlflow": {"tracking_uri": mlflow_server.url}})
+    )
+    backend.flowrecord_backend_configure({})
+    run_id, task_id = "aaaaaaaa-0000-5000-8000-000000000001", "aaaaaaaa-0000-5000-8000-000000000002"
+    _run_and_task(backend, run_id, [task_id])
     backend.client.delete_run(backend._child(task_id, run_id))
     point = ("e-refused", time.time(), run_id, task_id, "loss", 1.0, 0)
-    with caplog.at_level(logging.WARNING, logger="flowrecord"):
+    with pytest.raises(EventRefused, match="MLflow refused"):
         backend.flowrecord_metrics_logged(MetricBatch([point]))
-    assert "refused" in caplog.text
-    assert backend.ledger.applied(["e-refused"]) == {"e-refused"}
+    assert backend.ledger.applied(["e-refused"]) == set()
+
+
+def test_refused_points_become_dead_letters_and_the_rest_reach_mlflow(mlflow_server, tmp_path):
+    """Through the dispatcher: the points MLflow refuses are kept as dead letters, the others stored once."""
+    from flowrecord.dispatcher import Dispatcher, list_dead_letters, spool_dirs
+
+    backend = MlflowBackend(
+        resolve_settings({"home": str(tmp_path), "mlflow": {"tracking_uri": mlflow_server.url}})
+    )
+    backend.flowrecord_backend_configure({})
+    run_id = "aaaaaaaa-0000-5000-8000-000000000011"
+    live, gone = "aaaaaaaa-0000-5000-8000-000000000012", "aaaaaaaa-0000-5000-8000-000000000013"
+    _run_and_task(backend, run_id, [live, gone])
+    backend.client.delete_run(backend._child(gone, run_id))
+    pm = make_plugin_manager([("mlflow", backend)])
+    dispatcher = Dispatcher({"mlflow": subset_callers(pm, "mlflow")}, home=tmp_path)
+    try:
+        for step in range(20):  # the two tasks' points interleaved, as a batch holds them
+            for task_id in (live, gone):
+                dispatcher.submit(
+                    (f"p-{task_id[-2:]}-{step}", time.time(), run_id, task_id, "loss", 0.5, step)
+                )
+        assert dispatcher.flush(60)
+        stats = dispatcher.stats()["mlflow"]
+    finally:
+        dispatcher.close(10)
+    history = backend.client.get_metric_history(backend._child(live, run_id), "loss")
+    assert sorted(m.step for m in history) == list(range(20))
+    assert stats["dead"] == 20 and stats["lost"] == 0
+    dead = list_dead_letters(spool_dirs(tmp_path, "mlflow"))
+    assert len(dead) == 20
+    assert all("MLflow refused" in entry["error"] for entry in dead)
 
 
 def test_sqlite_tracking_uri_from_pyproject(tmp_path, monkeypatch):

@@ -14,8 +14,10 @@ backend makes it exactly once: MLflow runs are found by deterministic tags
 every unit of data sent is written to a ledger after the server accepted it
 (see :mod:`flowrecord.backends._mlflow_ledger`). A server that is down or
 failing makes a hook raise, so the batch is spooled and replayed later; a
-request MLflow refuses for good (a 4xx answer) is logged and skipped, so one
-bad event never blocks the spool. MLflow is imported on first use, in the
+request MLflow refuses for good (a 4xx answer) raises :class:`EventRefused`, a
+``ValueError``, which the dispatcher treats as permanent: it delivers the rest
+of the batch and keeps the refused events as dead letters, so one bad event
+neither blocks the spool nor takes good ones down with it. MLflow is imported on first use, in the
 dispatcher's thread, never when flowrecord is imported or configured.
 """
 
@@ -55,7 +57,13 @@ if TYPE_CHECKING:
         ValidationEvent,
     )
 
-__all__ = ["MlflowBackend", "MlflowSettings", "RunNotKnownYet", "resolve_settings"]
+__all__ = [
+    "EventRefused",
+    "MlflowBackend",
+    "MlflowSettings",
+    "RunNotKnownYet",
+    "resolve_settings",
+]
 
 log = logging.getLogger("flowrecord")
 
@@ -64,8 +72,9 @@ T = TypeVar("T")
 #: MLflow's per-call limits of ``log_batch`` (mlflow/utils/validation.py).
 MAX_METRICS_PER_CALL = 1000
 MAX_PARAMS_TAGS_PER_CALL = 100
-#: An event whose run MLflow still does not know after this long is given up:
-#: its run's start was lost, and waiting longer would block the spool for good.
+#: An event whose run MLflow still does not know after this long is refused for
+#: good (a dead letter): its run's start was lost, and waiting longer would block
+#: the spool.
 ORPHAN_AFTER_S = 86400.0
 #: Tag names that identify flowrecord's runs in MLflow.
 KIND_TAG = "flowrecord.kind"
@@ -80,6 +89,15 @@ _HTTP_ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "http_timeout_s",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "http_backoff_factor",
 }
+
+
+class EventRefused(ValueError):
+    """MLflow refused a request for good (a 4xx answer): sending it again cannot help.
+
+    A ``ValueError``, so the dispatcher sees a permanent refusal: it splits the
+    batch until the refused events are alone, delivers every other one, and
+    keeps the refused ones as dead letters (``flowrecord sync --list-dead``).
+    """
 
 
 class RunNotKnownYet(RuntimeError):
@@ -266,8 +284,9 @@ class MlflowBackend:
     ) -> bool:
         """Run ``call(*args, **kwargs)``, then mark *units* applied; skip units already applied.
 
-        A permanent refusal is logged and the units marked, so they are not
-        retried forever; anything else propagates (the batch is spooled).
+        A permanent refusal raises :class:`EventRefused` (the dispatcher keeps
+        the refused events as dead letters and delivers the rest); anything
+        else propagates as it is (the batch is spooled and replayed).
         """
         if units and len(self.ledger.applied(units)) == len(units):
             return False
@@ -276,17 +295,20 @@ class MlflowBackend:
         except Exception as exc:
             if not _is_permanent(exc):
                 raise
-            log.warning("flowrecord: MLflow refused %s, skipping it: %s", what, exc)
+            raise EventRefused(f"MLflow refused {what}: {exc}") from exc
         if units:
             self.ledger.mark_applied(units)
         return True
 
-    def _orphaned(self, ts: float, what: str, exc: RunNotKnownYet) -> bool:
-        """True (and logs) when an event about an unknown run is too old to wait for."""
-        if time.time() - ts < ORPHAN_AFTER_S:
-            return False
-        log.error("flowrecord: dropping %s for MLflow: %s (and it is over a day old)", what, exc)
-        return True
+    @staticmethod
+    def _give_up_if_orphaned(ts: float, what: str, exc: RunNotKnownYet) -> None:
+        """Return for an event young enough to wait for its run (the caller re-raises).
+
+        :raises EventRefused: it is over a day old: its run's start is not
+            coming, and it becomes a dead letter instead of blocking the spool.
+        """
+        if time.time() - ts >= ORPHAN_AFTER_S:
+            raise EventRefused(f"{what} for MLflow: {exc} (and it is over a day old)") from exc
 
     # ------------------------------------------------------------------ experiments and runs
 
@@ -610,8 +632,8 @@ class MlflowBackend:
             try:
                 self._child(_task_id(task), task.run_id, identity=task, create=True)
             except RunNotKnownYet as exc:
-                if not self._orphaned(task.ts, f"the start of task {task.name}", exc):
-                    raise
+                self._give_up_if_orphaned(task.ts, f"the start of task {task.name}", exc)
+                raise
 
     @hookimpl
     def flowrecord_task_finished(self, tasks: Sequence[TaskEvent]) -> None:
@@ -619,8 +641,7 @@ class MlflowBackend:
             try:
                 mlflow_run = self._child(_task_id(task), task.run_id, identity=task, create=True)
             except RunNotKnownYet as exc:
-                if self._orphaned(task.ts, f"the end of task {task.name}", exc):
-                    continue
+                self._give_up_if_orphaned(task.ts, f"the end of task {task.name}", exc)
                 raise
             tags = {"flowrecord.state": task.state.value}
             if task.error:
@@ -656,8 +677,7 @@ class MlflowBackend:
             try:
                 target = self._target(run_id, task_id)
             except RunNotKnownYet as exc:
-                if self._orphaned(oldest[(run_id, task_id)], f"{len(items)} {what}", exc):
-                    continue
+                self._give_up_if_orphaned(oldest[(run_id, task_id)], f"{len(items)} {what}", exc)
                 raise
             yield target, items
 
