@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _bursts import task_burst
 
 import flowrecord
 from flowrecord import recorder
@@ -34,7 +35,7 @@ from flowrecord.dispatcher import (
     spool_dirs,
     subset_callers,
 )
-from flowrecord.events import MetricEvent, ParamEvent, RunEvent, State, TaskEvent, event_to_dict
+from flowrecord.events import MetricEvent, ParamEvent, event_to_dict
 from flowrecord.hookspecs import hookimpl
 from flowrecord.plugins import make_plugin_manager
 from flowrecord.testing import RecordingBackend
@@ -96,45 +97,6 @@ def _metric(i: int, key: str = "loss", run_id: str = "r") -> MetricEvent:
         value=i,
         step=i,
     )
-
-
-def _task_burst(run_id: str, n: int) -> list[Any]:
-    """A run start, then *n* tasks each with a start, two metrics and an end."""
-    events: list[Any] = [
-        RunEvent(
-            event_id=new_event_id(),
-            ts=1.0,
-            run_id=run_id,
-            state=State.STARTED,
-            orchestrator="o",
-            pipeline="p",
-            run_key=run_id,
-        )
-    ]
-    for i in range(n):
-        task = f"{run_id}-t{i}"
-        events.append(
-            TaskEvent(
-                event_id=new_event_id(),
-                ts=2.0,
-                run_id=run_id,
-                task_id=task,
-                state=State.STARTED,
-                name=f"t{i}",
-            )
-        )
-        events += [_metric(i, run_id=run_id), _metric(i + 1, run_id=run_id)]
-        events.append(
-            TaskEvent(
-                event_id=new_event_id(),
-                ts=3.0,
-                run_id=run_id,
-                task_id=task,
-                state=State.SUCCEEDED,
-                name=f"t{i}",
-            )
-        )
-    return events
 
 
 def _dispatcher(home: Path, name: str, backend: Any) -> Dispatcher:
@@ -221,7 +183,7 @@ def test_a_poison_event_is_dead_lettered_and_every_other_delivered_once(tmp_path
     backend = PoisonBackend()
     d = _dispatcher(tmp_path, "poison", backend)
     try:
-        good = _task_burst("r1", 50) + [_metric(i) for i in range(3000)]
+        good = task_burst("r1", 50) + [_metric(i) for i in range(3000)]
         bad = _metric(7, key="poison")
         events = [*good[:1700], bad, *good[1700:]]
         for event in events:
@@ -255,7 +217,7 @@ def test_the_local_store_keeps_a_batch_but_the_param_it_cannot_bind(tmp_path: Pa
     home = tmp_path / "home"
     d = _dispatcher(home, "local", LocalBackend(home))
     try:
-        burst = _task_burst("r1", 5)
+        burst = task_burst("r1", 5)
         bad = ParamEvent(
             event_id=new_event_id(), ts=1.0, run_id="r1", task_id="r1-t0", key="k", value={"a": 1}
         )
@@ -282,7 +244,7 @@ def test_a_transient_error_spools_and_replays_with_nothing_dead(tmp_path: Path):
     backend = PoisonBackend()
     backend.down = True
     d = _dispatcher(tmp_path, "poison", backend)
-    events = _task_burst("r1", 20)
+    events = task_burst("r1", 20)
     try:
         for event in events:
             d.submit(event)
@@ -328,7 +290,7 @@ def test_a_poison_event_spooled_by_an_earlier_process_does_not_block_later_files
     backend = PoisonBackend()
     first = [_metric(i) for i in range(500)]
     bad = _metric(0, key="poison")
-    files = [[*first[:200], bad, *first[200:]], _task_burst("r2", 10), _task_burst("r3", 10)]
+    files = [[*first[:200], bad, *first[200:]], task_burst("r2", 10), task_burst("r3", 10)]
     for events in files:
         _write_spool_file(tmp_path, "poison", events)
     good = [e for events in files for e in events if e is not bad]
@@ -559,7 +521,7 @@ def test_sync_dead_letters_a_poison_event_and_delivers_the_rest(
     backend = PoisonBackend()
     bad = _metric(0, key="poison")
     first = [_metric(i) for i in range(10)] + [bad]
-    second = _task_burst("r2", 3)
+    second = task_burst("r2", 3)
     _write_spool_file(flowrecord_home, "poison", first)
     _write_spool_file(flowrecord_home, "poison", second)
     recorder.register_backend("poison", backend)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _bursts import task_burst
 
 import flowrecord
 from flowrecord import recorder
@@ -347,47 +348,6 @@ def test_a_flush_does_not_wait_out_the_linger(tmp_path: Path, monkeypatch):
         d.close()
 
 
-def _task_events(run_id: str, n: int) -> list[Any]:
-    """A burst as a task makes it: run start, then start and end of *n* tasks."""
-    from flowrecord.events import TaskEvent
-
-    events: list[Any] = [
-        RunEvent(
-            event_id=flowrecord._ids.new_event_id(),
-            ts=1.0,
-            run_id=run_id,
-            state=State.STARTED,
-            orchestrator="o",
-            pipeline="p",
-            run_key=run_id,
-        )
-    ]
-    for i in range(n):
-        for state in (State.STARTED, State.SUCCEEDED):
-            events.append(
-                TaskEvent(
-                    event_id=flowrecord._ids.new_event_id(),
-                    ts=2.0,
-                    run_id=run_id,
-                    task_id=f"{run_id}-t{i}",
-                    state=state,
-                    name=f"t{i}",
-                )
-            )
-        events.append(
-            MetricEvent(
-                event_id=flowrecord._ids.new_event_id(),
-                ts=3.0,
-                run_id=run_id,
-                task_id=f"{run_id}-t{i}",
-                key="loss",
-                value=float(i),
-                step=None,
-            )
-        )
-    return events
-
-
 def test_a_mixed_batch_is_one_local_store_transaction(flowrecord_home: Path):
     """Runs of different hooks in one batch share one commit in the local store."""
     from flowrecord.backends.local import LocalBackend, LocalStore
@@ -396,10 +356,10 @@ def test_a_mixed_batch_is_one_local_store_transaction(flowrecord_home: Path):
     backend = LocalBackend(flowrecord_home)
     pm = make_plugin_manager([("local", backend)])
     callers = subset_callers(pm, "local")
-    send_batch(callers, _task_events("warm", 1))  # opens the connection and the schema
+    send_batch(callers, task_burst("warm", 1, metrics=1))  # opens the connection and the schema
     statements: list[str] = []
     backend.store.connect().set_trace_callback(statements.append)
-    events = _task_events("r1", 5)
+    events = task_burst("r1", 5, metrics=1)
     send_batch(callers, events)
     commits = [s for s in statements if s.strip().upper() == "COMMIT"]
     assert len(commits) == 1, statements
@@ -452,7 +412,7 @@ def test_a_batch_that_fails_midway_leaves_nothing_and_replays_whole(tmp_path: Pa
     backend = _FailsOnTaskEnd(home)
     d = _dispatcher(tmp_path, backend)
     try:
-        for event in _task_events("r2", 3):
+        for event in task_burst("r2", 3, metrics=1):
             d.submit(event)
         assert d.flush(5)
     finally:
