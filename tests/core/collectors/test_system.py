@@ -464,3 +464,24 @@ def test_a_forked_child_gets_its_own_launcher():
     finally:
         os.close(read_end)
         os.waitpid(pid, 0)
+
+
+@pytest.mark.unit
+def test_a_sampler_due_sooner_is_not_held_behind_one_due_later(monkeypatch):
+    """Samplers with a short interval get their thread on time even behind a longer one."""
+    import flowrecord.collectors.system as system
+
+    monkeypatch.setattr(system, "_OPEN_DELAY_S", 5.0)
+    slow = SystemSampler(30.0, nvml=FakeNvml())  # due in 5 s
+    quick = SystemSampler(0.05, nvml=FakeNvml())  # due in 0.05 s, queued after it
+    slow.start()
+    quick.start()
+    try:
+        deadline = time.monotonic() + 4.0
+        while not quick._launched and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert quick._launched, "the quick sampler waited behind the slow one"
+        assert not slow._launched
+    finally:
+        quick.stop()
+        slow.stop()

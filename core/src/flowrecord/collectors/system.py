@@ -43,7 +43,6 @@ sample taken, not over the merged series.
 from __future__ import annotations
 
 import _thread
-import collections
 import contextlib
 import math
 import os
@@ -787,9 +786,9 @@ class _Launcher:
     """One thread per process that starts a sampler's thread once its task has run long enough.
 
     :meth:`defer` costs the task an append under an uncontended lock (and a
-    wake-up only when the launcher sleeps with nothing queued). Samplers stopped
-    before their time are dropped unseen: a pipeline of short tasks starts no
-    thread per task at all. Delays are all alike, so the queue is in due order.
+    wake-up only when the launcher would otherwise sleep past the new due
+    time). Samplers stopped before their time are dropped unseen: a pipeline
+    of short tasks starts no thread per task at all.
     """
 
     def __init__(self) -> None:
@@ -801,9 +800,10 @@ class _Launcher:
 
     def _reset(self) -> None:
         self._cond = threading.Condition(threading.Lock())
-        self._queue: collections.deque[tuple[float, SystemSampler]] = collections.deque()
+        self._queue: list[tuple[float, SystemSampler]] = []
         self._running = False
-        self._sleeping = False  # waiting with nothing queued: a defer must wake it
+        # When the launcher wakes next on its own (inf: not before a defer).
+        self._wake_at = math.inf
 
     def defer(self, sampler: SystemSampler, due: float) -> None:
         with self._cond:
@@ -811,31 +811,28 @@ class _Launcher:
             if not self._running:
                 self._running = True
                 _thread.start_new_thread(self._loop, ())
-            elif self._sleeping:
-                self._sleeping = False
+            elif due < self._wake_at:
+                self._wake_at = due
                 self._cond.notify()
 
     def _loop(self) -> None:
-        queue = self._queue
         cond = self._cond
         while True:
             with cond:
-                # Drop every sampler already stopped, wherever it sits.
-                if any(entry[1]._stop.is_set() for entry in queue):
-                    live = [entry for entry in queue if not entry[1]._stop.is_set()]
-                    queue.clear()
-                    queue.extend(live)
+                # Drop every sampler already stopped; find the one due first.
+                queue = self._queue = [e for e in self._queue if not e[1]._stop.is_set()]
                 if not queue:
-                    self._sleeping = True
+                    self._wake_at = math.inf
                     cond.wait()
-                    self._sleeping = False
                     continue
-                due, sampler = queue[0]
+                first = min(range(len(queue)), key=lambda k: queue[k][0])
+                due, sampler = queue[first]
                 wait = due - time.monotonic()
                 if wait > 0:
+                    self._wake_at = due
                     cond.wait(wait)
                     continue
-                queue.popleft()
+                del queue[first]
             try:
                 sampler._launch()
             except Exception as exc:  # no thread to be had: the task keeps stop()'s sample
