@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,6 +203,8 @@ class LineageReceiver:
     url: str
     events: list[dict[str, Any]] = field(default_factory=list)
     status: int = 200
+    #: Events this says yes to are answered 400 (a permanent refusal) and not kept.
+    refuse: Callable[[dict[str, Any]], bool] | None = None
 
     def of_type(self, event_type: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("eventType") == event_type]
@@ -217,10 +219,14 @@ def lineage_receiver() -> Iterator[LineageReceiver]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            if receiver.status == 200:
+            event = json.loads(body)
+            status = receiver.status
+            if status == 200 and receiver.refuse is not None and receiver.refuse(event):
+                status = 400
+            if status == 200:
                 with lock:
-                    receiver.events.append(json.loads(body))
-            self.send_response(receiver.status)
+                    receiver.events.append(event)
+            self.send_response(status)
             self.end_headers()
 
         def log_message(self, *args: Any) -> None:

@@ -264,6 +264,35 @@ def test_failing_endpoint_spools_then_replay_delivers(lineage_receiver, tmp_path
     assert _edges(lineage_receiver.events) == expected
 
 
+def test_events_the_endpoint_refuses_are_dead_letters_the_rest_arrive(lineage_receiver, tmp_path):
+    """An endpoint answering 400 to one task's events: those are dead letters, all others arrive."""
+    from flowrecord.dispatcher import list_dead_letters
+
+    config = tmp_path / "openlineage.yml"
+    config.write_text(
+        f"transport:\n  type: http\n  url: {lineage_receiver.url}\n  retry:\n    total: 0\n"
+    )
+    home = tmp_path / "home"
+    lineage_receiver.refuse = lambda event: event["job"]["name"].endswith(".train")
+    with isolated(
+        home,
+        backends="local,openlineage",
+        OPENLINEAGE_CONFIG=str(config),
+        FLOWRECORD_SYSTEM_SAMPLING="0",
+    ):
+        churn_pipeline(tmp_path / "work")
+        assert flowrecord.flush(timeout=30)
+        stats = recorder.get_runtime().dispatcher.stats()["openlineage"]
+    assert stats["dead"] >= 1 and stats["lost"] == 0
+    assert pending_spool_files(spool_dirs(home, "openlineage")) == []
+    dead = list_dead_letters(spool_dirs(home, "openlineage"))
+    assert dead and all("refused" in entry["error"] for entry in dead)
+    jobs = {event["job"]["name"] for event in lineage_receiver.events}
+    assert not any(name.endswith(".train") for name in jobs)
+    assert any(name.endswith(".extract") for name in jobs)
+    assert any(name.endswith(".evaluate") for name in jobs)
+
+
 # ---------------------------------------------------------------------------
 # datasets held between a task's start and end
 # ---------------------------------------------------------------------------

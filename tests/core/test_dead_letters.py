@@ -535,3 +535,17 @@ def test_sync_dead_letters_a_poison_event_and_delivers_the_rest(
     assert (report["files"], report["events"], report["dead"], report["left"]) == (2, 23, 1, 0)
     assert report["dead_letters"] == 1 and report["failed_files"] == 0
     assert all(backend.received[e.event_id] == 1 for e in first[:-1] + second)
+
+
+def test_a_backend_saying_refused_is_believed_whatever_the_cause():
+    """EventRefused is permanent even when it wraps an OSError (an HTTP client's 4xx error)."""
+    from flowrecord.errors import EventRefused
+
+    try:
+        try:
+            raise ConnectionError("400 Client Error: Bad Request")
+        except ConnectionError as http_error:
+            raise EventRefused("the endpoint refused it") from http_error
+    except EventRefused as refused:
+        assert failure_kind(refused) == PERMANENT
+    assert failure_kind(ConnectionError("reset")) == TRANSIENT

@@ -47,6 +47,7 @@ from typing import Any
 import pluggy
 
 from flowrecord._ids import new_event_id
+from flowrecord.errors import EventRefused
 from flowrecord.events import (
     Event,
     MetricBatch,
@@ -212,11 +213,15 @@ def failure_kind(exc: BaseException) -> str:
     the event itself is wrong (``TypeError``, ``ValueError``, ``KeyError``, an
     SQLite integrity, data or binding error). A reply the client could not decode
     (``JSONDecodeError``, ``UnicodeDecodeError``) and every other type are
-    unknown, and handled as transient.
+    unknown, and handled as transient. A backend that knows better raises
+    :class:`~flowrecord.errors.EventRefused` (permanent, whatever its cause: an
+    HTTP client's 4xx error is an ``OSError``).
 
     >>> failure_kind(ConnectionRefusedError()), failure_kind(ValueError("bad"))
     ('transient', 'permanent')
     """
+    if isinstance(exc, EventRefused):
+        return PERMANENT
     sqlite3 = sys.modules.get("sqlite3")  # an SQLite error means it is imported already
     operational = sqlite3.OperationalError if sqlite3 is not None else OSError
     seen: set[int] = set()

@@ -8,7 +8,7 @@ number, a key that is not a string) and a validation whose policy is ``fail``.
 
 from __future__ import annotations
 
-__all__ = ["FlowrecordError", "FlowrecordWarning", "NoActiveTask"]
+__all__ = ["EventRefused", "FlowrecordError", "FlowrecordWarning", "NoActiveTask"]
 
 
 class FlowrecordError(Exception):
@@ -21,3 +21,13 @@ class NoActiveTask(FlowrecordError):
 
 class FlowrecordWarning(UserWarning):
     """Something was recorded differently from what was asked (cut, dropped, degraded)."""
+
+
+class EventRefused(ValueError):
+    """A backend refused an event for good (a 4xx answer, say): sending it again cannot help.
+
+    Raised by a backend's hook, never into user code. A ``ValueError``, so the
+    dispatcher treats it as permanent: it splits the batch until the refused
+    events are alone, delivers every other one, and keeps the refused ones as
+    dead letters (``flowrecord sync --list-dead``).
+    """

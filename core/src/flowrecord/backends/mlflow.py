@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlparse
 
 from flowrecord.backends import _mlflow_mapping as mapping
+from flowrecord.errors import EventRefused
 from flowrecord.events import MetricBatch, metric_point
 from flowrecord.hookspecs import hookimpl
 
@@ -89,15 +90,6 @@ _HTTP_ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "http_timeout_s",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "http_backoff_factor",
 }
-
-
-class EventRefused(ValueError):
-    """MLflow refused a request for good (a 4xx answer): sending it again cannot help.
-
-    A ``ValueError``, so the dispatcher sees a permanent refusal: it splits the
-    batch until the refused events are alone, delivers every other one, and
-    keeps the refused ones as dead letters (``flowrecord sync --list-dead``).
-    """
 
 
 class RunNotKnownYet(RuntimeError):
@@ -168,13 +160,16 @@ def resolve_settings(
 
 
 def _is_permanent(exc: BaseException) -> bool:
-    """True for an answer MLflow will give again (a 4xx): retrying cannot help."""
+    """True for an answer MLflow will give again (a 4xx): retrying cannot help.
+
+    Not a timeout (408) or "too many requests" (429): those pass.
+    """
     from mlflow.exceptions import MlflowException
 
     if not isinstance(exc, MlflowException):
         return False
     status: int = exc.get_http_status_code()  # type: ignore[no-untyped-call]
-    return 400 <= status < 500
+    return 400 <= status < 500 and status not in (408, 429)
 
 
 def _error_code(exc: BaseException) -> str | None:

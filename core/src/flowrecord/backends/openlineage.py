@@ -24,7 +24,10 @@ in a RUNNING event of the task, so they are never lost; a dataset that arrives
 after its task's terminal event goes out in an OTHER event. Emission is at
 least once and, within one home, at most once per event: what was emitted is
 recorded after the transport returned. A transport that fails makes the hook
-raise, so the dispatcher spools the batch and replays it.
+raise, so the dispatcher spools the batch and replays it; an endpoint that
+refuses an event for good (a 4xx answer other than 408 or 429) raises
+:class:`~flowrecord.errors.EventRefused`, and that event becomes a dead letter
+while the rest are delivered.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from flowrecord.errors import EventRefused
 from flowrecord.events import (
     DatasetEvent,
     RunEvent,
@@ -336,7 +340,19 @@ class OpenLineageBackend:
             outputs=list(outputs),
             producer=self._settings().producer,
         )
-        self.client.emit(event)
+        try:
+            self.client.emit(event)
+        except Exception as exc:
+            # An endpoint that answers 4xx will answer the same to a replay: a
+            # permanent refusal (a dead letter), not an outage to wait out.
+            response = getattr(exc, "response", None)
+            status = getattr(response, "status_code", None)
+            if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429):
+                raise EventRefused(
+                    f"the OpenLineage endpoint refused the {event_type} event of run "
+                    f"{run_id} ({status}): {exc}"
+                ) from exc
+            raise
 
     def _error_facets(self, state: str, error: str | None) -> dict[str, Any]:
         if state != "failed" and state != "retrying":
