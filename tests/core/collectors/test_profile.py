@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import json
+import math
 import os
 
 import numpy as np
@@ -445,3 +446,19 @@ def test_a_busy_process_elsewhere_counts_against_idle_cores():
     finally:
         spinner.kill()
         spinner.wait()
+
+
+@pytest.mark.unit
+def test_values_near_the_float_limit_keep_mean_and_std_finite():
+    """Squares of deviations of 1e200 would overflow: the profile still holds finite, right moments."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no overflow on the way either
+        wide = profile(pa.table({"x": [1e200, -1e200, 0.0]}))["columns"]["x"]
+        huge = profile(pa.table({"x": [1.5e308, 1.6e308, None]}))["columns"]["x"]
+    assert wide["mean"] == 0.0
+    assert math.isclose(wide["std"], math.sqrt(2 / 3) * 1e200, rel_tol=1e-12)
+    assert math.isclose(huge["mean"], 1.55e308, rel_tol=1e-12)
+    assert math.isclose(huge["std"], 0.05e308, rel_tol=1e-9)
+    assert all(math.isfinite(v) for v in (huge["min"], huge["max"], *huge["quantiles"]))

@@ -78,6 +78,8 @@ _BLOCK = 1 << 17  # values per numpy block: few enough calls per value, still in
 _PIECE_ROWS = 1 << 19  # rows per unit of parallel work and per bounded copy of non-null values
 _QUANTILE_SAMPLE = 1 << 16
 _EXACT_DISTINCT = 1 << 16
+# Above this magnitude, squares of deviations (and sums of many values) may overflow.
+_MOMENT_LIMIT = 1e150
 _STRING_SAMPLE = 1 << 16
 _LOW_CARDINALITY = 0.5  # sample distinct/size below this: exact value counts are cheap
 _TOP = 10
@@ -394,6 +396,9 @@ class _NumericColumn:
         self.offsets: list[int] = []
         self.n = 0
         self.lo = self.hi = 0.0
+        # Moments are taken of the values times this power of two: 1, unless the
+        # values are so large that their squares (or their sum) would overflow.
+        self.scale = 1.0
         self.binning: _Binning | None = None
         self.positions: np.ndarray | None = None
         self.sketches: dict[int, _HyperLogLog] = {}
@@ -433,6 +438,9 @@ class _NumericColumn:
             return
         self.lo = min(e.lo for e in extremes if e.finite)
         self.hi = max(e.hi for e in extremes if e.finite)
+        largest = max(abs(self.lo), abs(self.hi))
+        if largest > _MOMENT_LIMIT:
+            self.scale = math.ldexp(1.0, 400 - math.frexp(largest)[1])  # largest -> ~2**400
         self.binning = _binning(self.lo, self.hi, self.bins)
         if self.n > _QUANTILE_SAMPLE:
             self.positions = self.workspace.sample_positions(self.n)
@@ -474,7 +482,7 @@ class _NumericColumn:
             if sketch is not None:
                 sketch.add(raw, scratch)  # hashes the values' own bits
             if binning.constant:  # every value is lo: no deviations, all in the last bin
-                n, mean, m2 = _merge_moments(n, mean, m2, m, self.lo, 0.0)
+                n, mean, m2 = _merge_moments(n, mean, m2, m, self.lo * self.scale, 0.0)
                 counts[-1] += m
                 continue
             if raw.dtype == np.float64:
@@ -482,9 +490,14 @@ class _NumericColumn:
             else:  # converted once here: every ufunc below would otherwise convert again
                 block = scratch.values[:m]
                 np.copyto(block, raw, casting="unsafe")
-            block_mean = float(add_reduce(block)) / m
             centred = scratch.spare[:m]
-            np.subtract(block, block_mean, out=centred)
+            if self.scale == 1.0:
+                block_mean = float(add_reduce(block)) / m
+                np.subtract(block, block_mean, out=centred)
+            else:  # values near the float limit: moments of scaled copies
+                np.multiply(block, self.scale, out=centred)
+                block_mean = float(add_reduce(centred)) / m
+                np.subtract(centred, block_mean, out=centred)
             np.multiply(centred, centred, out=centred)
             n, mean, m2 = _merge_moments(n, mean, m2, m, block_mean, float(add_reduce(centred)))
             if binning.by_edges:
@@ -519,8 +532,8 @@ class _NumericColumn:
         self.stats.update(
             min=self.lo,
             max=self.hi,
-            mean=mean,
-            std=math.sqrt(max(m2, 0.0) / n),
+            mean=mean / self.scale,
+            std=math.sqrt(max(m2, 0.0) / n) / self.scale,
             histogram={"edges": binning.edges.tolist(), "counts": counts.tolist()},
             quantiles=points.tolist(),
         )
