@@ -221,20 +221,29 @@ def test_replayed_batches_emit_nothing_twice(lineage):
     assert len(receiver.events) == before
 
 
-def test_failing_endpoint_spools_then_replay_delivers(lineage_receiver, tmp_path, openlineage_spec):
-    """An endpoint answering 500 spools the events; the replay sends each run's events once."""
+def _http_transport(tmp_path: Path, url: str) -> Path:
+    """An OpenLineage config file: the HTTP transport to *url*, no retries of its own."""
     config = tmp_path / "openlineage.yml"
-    config.write_text(
-        f"transport:\n  type: http\n  url: {lineage_receiver.url}\n  retry:\n    total: 0\n"
-    )
-    home = tmp_path / "home"
-    lineage_receiver.status = 500
-    with isolated(
+    config.write_text(f"transport:\n  type: http\n  url: {url}\n  retry:\n    total: 0\n")
+    return config
+
+
+def _recording_to(home: Path, config: Path) -> Any:
+    """Record into *home* with the local store and OpenLineage through *config*."""
+    return isolated(
         home,
         backends="local,openlineage",
         OPENLINEAGE_CONFIG=str(config),
         FLOWRECORD_SYSTEM_SAMPLING="0",
-    ):
+    )
+
+
+def test_failing_endpoint_spools_then_replay_delivers(lineage_receiver, tmp_path, openlineage_spec):
+    """An endpoint answering 500 spools the events; the replay sends each run's events once."""
+    home = tmp_path / "home"
+    lineage_receiver.status = 500
+    config = _http_transport(tmp_path, lineage_receiver.url)
+    with _recording_to(home, config):
         churn_pipeline(tmp_path / "work")
         flowrecord.flush(timeout=30)
     assert lineage_receiver.events == []
@@ -268,18 +277,9 @@ def test_events_the_endpoint_refuses_are_dead_letters_the_rest_arrive(lineage_re
     """An endpoint answering 400 to one task's events: those are dead letters, all others arrive."""
     from flowrecord.dispatcher import list_dead_letters
 
-    config = tmp_path / "openlineage.yml"
-    config.write_text(
-        f"transport:\n  type: http\n  url: {lineage_receiver.url}\n  retry:\n    total: 0\n"
-    )
     home = tmp_path / "home"
     lineage_receiver.refuse = lambda event: event["job"]["name"].endswith(".train")
-    with isolated(
-        home,
-        backends="local,openlineage",
-        OPENLINEAGE_CONFIG=str(config),
-        FLOWRECORD_SYSTEM_SAMPLING="0",
-    ):
+    with _recording_to(home, _http_transport(tmp_path, lineage_receiver.url)):
         churn_pipeline(tmp_path / "work")
         assert flowrecord.flush(timeout=30)
         stats = recorder.get_runtime().dispatcher.stats()["openlineage"]

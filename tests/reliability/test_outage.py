@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from _child_env import child_env
 
 import flowrecord
 from flowrecord.backends.local import LocalStore
@@ -25,16 +26,6 @@ BEFORE, DURING, AFTER = 5000, 20000, 5000
 PARAM_EVERY = 1000
 #: Generous bound on a task's wall time while the store is out (flush timeout is 2 s).
 TASK_WALL_LIMIT_S = 30.0
-
-
-def _env(home: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "FLOWRECORD_HOME": str(home),
-        "FLOWRECORD_BACKENDS": "local",
-        "FLOWRECORD_CAPTURE_CODE": "0",
-        "FLOWRECORD_SYSTEM_SAMPLING": "0",
-    }
 
 
 def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
@@ -114,7 +105,7 @@ def test_store_locked_mid_run_spools_then_sync_delivers_each_event_once(tmp_path
     task ends on time and succeeds while the lock is still held, its events spool, and
     `flowrecord sync` afterwards leaves each event in the store exactly once."""
     home = tmp_path / "home"
-    env = _env(home)
+    env = child_env(home)
     proc = subprocess.Popen(
         [sys.executable, "-c", _LOCKED_WRITER, *map(str, (BEFORE, DURING, AFTER, PARAM_EVERY))],
         env=env,
@@ -212,7 +203,7 @@ def test_disk_full_mid_run_then_the_same_process_replays_each_event_once(tmp_pat
     home = tmp_path / "home"
     proc = subprocess.run(
         [sys.executable, "-c", _FILLED_WRITER, *map(str, (BEFORE, DURING, AFTER, PARAM_EVERY))],
-        env=_env(home),
+        env=child_env(home),
         capture_output=True,
         text=True,
         timeout=180,

@@ -5,13 +5,13 @@ keeps the bad one as a dead letter, and says so."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from _child_env import child_env
 
 from flowrecord.backends.local import LocalStore
 from flowrecord.dispatcher import pending_spool_files, spool_dirs
@@ -56,16 +56,6 @@ _WRITER = textwrap.dedent(
 )
 
 
-def _env(home: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "FLOWRECORD_HOME": str(home),
-        "FLOWRECORD_BACKENDS": "local",
-        "FLOWRECORD_CAPTURE_CODE": "0",
-        "FLOWRECORD_SYSTEM_SAMPLING": "0",
-    }
-
-
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "flowrecord.cli", *args],
@@ -84,7 +74,7 @@ def test_sync_stores_every_event_but_the_poison_once_and_keeps_it_as_a_dead_lett
     the bad one too), keeps the bad one as a dead letter, lists it, and exits 1."""
     home = tmp_path / "home"
     (home / "flowrecord.db").mkdir(parents=True)  # the outage: no store can be opened
-    env = _env(home)
+    env = child_env(home)
     child = subprocess.run(
         [sys.executable, "-c", _WRITER, str(POINTS), str(TASKS)],
         env=env,
