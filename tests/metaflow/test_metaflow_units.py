@@ -396,3 +396,20 @@ def test_bad_decorator_argument_stops_the_flow_before_it_runs(tmp_path: Path) ->
     assert out.returncode != 0
     text = out.stdout + out.stderr
     assert "@flowrecord on step start" in text and "unknown validation policy 'sometimes'" in text
+
+
+@pytest.mark.unit
+def test_a_task_process_imports_neither_the_card_nor_the_hashing_for_plain_artifacts():
+    """What every task process pays stays small: no card, pluggy-free package import, no hashing for an int."""
+    code = (
+        "import sys\n"
+        "import flowrecord_metaflow\n"
+        "from flowrecord_metaflow import StepSettings\n"
+        "from flowrecord_metaflow.lineage import is_data_frame\n"
+        "assert not is_data_frame(3)\n"
+        "heavy = [m for m in ('flowrecord_metaflow.card', 'flowrecord.collectors.fingerprint',\n"
+        "         'flowrecord.collectors.profile', 'importlib.metadata', 'pluggy') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"imported by a plain task: {out.stdout.strip()}"

@@ -82,9 +82,9 @@ MAX_BATCH = 4096
 SPOOL_FILE_EVENTS = 1000
 #: How long a worker woken from idle waits for more events before writing them.
 #: Flushes and shutdown do not wait for it. Longer means fewer, bigger
-#: transactions and fewer times the writer takes the GIL from the task (at
-#: 0.05 s a pipeline of trivial Dagster assets paid about twice the overhead);
-#: shorter means less for a SIGKILL to catch in memory.
+#: transactions and fewer times the writer takes the GIL from the task (set it
+#: to 0.05 and run benchmarks/bench_dagster.py to see the difference); shorter
+#: means less for a SIGKILL to catch in memory.
 LINGER_S = 0.2
 #: How long a failing backend is left alone before the worker tries it again.
 RETRY_AFTER_S = 5.0
