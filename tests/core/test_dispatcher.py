@@ -22,7 +22,14 @@ from flowrecord.dispatcher import (
     spool_dirs,
     subset_callers,
 )
-from flowrecord.events import MetricEvent, RunEvent, State, event_from_dict, event_to_dict
+from flowrecord.events import (
+    MetricEvent,
+    RunEvent,
+    State,
+    TaskEvent,
+    event_from_dict,
+    event_to_dict,
+)
 from flowrecord.hookspecs import hookimpl
 from flowrecord.plugins import make_plugin_manager
 from flowrecord.testing import isolated
@@ -427,3 +434,134 @@ def test_a_batch_that_fails_midway_leaves_nothing_and_replays_whole(tmp_path: Pa
     assert stats.events == 1 + 3 * 3
     assert store.query("SELECT count(*) AS n FROM tasks WHERE state = 'succeeded'")[0]["n"] == 3
     assert store.query("SELECT count(*) AS n FROM metric_points")[0]["n"] == 3
+
+
+class _HookLog:
+    """A backend that notes each hook call (name and event ids), grouped or not as told."""
+
+    def __init__(self, commutes: bool | None) -> None:
+        self.commutes = commutes
+        self.calls: list[tuple[str, list[str]]] = []
+
+    @hookimpl
+    def flowrecord_batch_begin(self) -> bool | None:
+        return self.commutes
+
+    @hookimpl
+    def flowrecord_run_started(self, runs: Sequence[Any]) -> None:
+        self.calls.append(("run_started", [r.event_id for r in runs]))
+
+    @hookimpl
+    def flowrecord_task_started(self, tasks: Sequence[Any]) -> None:
+        self.calls.append(("task_started", [t.event_id for t in tasks]))
+
+    @hookimpl
+    def flowrecord_task_finished(self, tasks: Sequence[Any]) -> None:
+        self.calls.append(("task_finished", [t.event_id for t in tasks]))
+
+    @hookimpl
+    def flowrecord_metrics_logged(self, metrics: Sequence[Any]) -> None:
+        self.calls.append(("metrics", [m.event_id for m in metrics]))
+
+
+@pytest.mark.parametrize("commutes", [True, None])
+def test_a_backend_whose_writes_commute_gets_the_batch_grouped_by_hook(commutes):
+    """One call per hook, in order of first appearance and each hook's events in order; else exact order."""
+    from flowrecord.dispatcher import send_batch
+
+    backend = _HookLog(commutes)
+    pm = make_plugin_manager([("log", backend)])
+    events = task_burst("g", 4, metrics=2)
+    send_batch(subset_callers(pm, "log"), events)
+    names = {
+        "run_started": lambda e: isinstance(e, RunEvent),
+        "task_started": lambda e: isinstance(e, TaskEvent) and e.state is State.STARTED,
+        "task_finished": lambda e: isinstance(e, TaskEvent) and e.state is State.SUCCEEDED,
+        "metrics": lambda e: isinstance(e, MetricEvent),
+    }
+    if commutes:
+        assert [hook for hook, _ in backend.calls] == [
+            "run_started",
+            "task_started",
+            "metrics",
+            "task_finished",
+        ]
+        for hook, ids in backend.calls:
+            assert ids == [e.event_id for e in events if names[hook](e)]
+    else:
+        # Exact order: the calls, read in sequence, give back the batch as sent.
+        assert len(backend.calls) == 1 + 3 * 4
+        assert [i for _, ids in backend.calls for i in ids] == [e.event_id for e in events]
+
+
+def test_grouped_delivery_stores_what_exact_order_stores(tmp_path: Path):
+    """Retries, a run closed and a late start of a finished task end the same in the local store."""
+    from flowrecord.backends.local import LocalBackend, LocalStore
+    from flowrecord.dispatcher import send_batch
+    from flowrecord.events import SystemUsageEvent
+
+    def attempt(task_id: str, try_number: int, state: State, ts: float) -> TaskEvent:
+        return TaskEvent(
+            event_id=flowrecord._ids.new_event_id(),
+            ts=ts,
+            run_id="r",
+            task_id=task_id,
+            state=state,
+            name="train",
+            try_number=try_number,
+        )
+
+    run = [
+        RunEvent(
+            event_id=flowrecord._ids.new_event_id(),
+            ts=ts,
+            run_id="r",
+            state=state,
+            orchestrator="o",
+            pipeline="p",
+            run_key="r",
+        )
+        for ts, state in ((1.0, State.STARTED), (9.0, State.FAILED))
+    ]
+    usage = SystemUsageEvent(
+        event_id=flowrecord._ids.new_event_id(),
+        ts=4.0,
+        run_id="r",
+        task_id="t1",
+        summary={"samples": 2},
+        samples=({"t": 3.0, "cpu_percent": 50.0, "rss_bytes": 1, "gpus": []},) * 2,
+    )
+    late_start = attempt("t2", 2, State.STARTED, 6.0)
+    events = [
+        run[0],
+        attempt("t1", 1, State.STARTED, 2.0),
+        _metric(1),
+        usage,
+        attempt("t1", 1, State.FAILED, 4.0),
+        attempt("t2", 2, State.STARTED, 5.0),
+        attempt("t2", 2, State.SUCCEEDED, 7.0),
+        late_start,  # a replayed start of an attempt already over: must not reopen it
+        run[1],
+    ]
+
+    def stored(commutes: bool) -> dict[str, list[tuple]]:
+        home = tmp_path / f"home-{commutes}"
+        backend = LocalBackend(home)
+        if not commutes:
+            backend.flowrecord_batch_begin = lambda: backend._store().begin_batch()  # type: ignore[method-assign]
+        pm = make_plugin_manager([("local", backend)])
+        send_batch(subset_callers(pm, "local"), events)
+        store = LocalStore(home)
+        return {
+            table: [tuple(r) for r in store.query(f"SELECT * FROM {table} ORDER BY 1, 2")]
+            for table in ("runs", "tasks", "system_usage", "system_samples", "metric_points")
+        }
+
+    exact, grouped = stored(False), stored(True)
+    assert grouped == exact
+    assert [r[4] for r in grouped["runs"]] == ["failed"]
+    assert [(r[0], r[5], r[6]) for r in grouped["tasks"]] == [
+        ("t1", "failed", 2.0),
+        ("t2", "succeeded", 5.0),
+    ]
+    assert len(grouped["system_samples"]) == 2

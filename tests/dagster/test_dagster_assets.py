@@ -149,6 +149,37 @@ def daily(context) -> pd.DataFrame:
     return pd.DataFrame({"day": [context.partition_key] * 4})
 
 
+@dg.asset
+def answer() -> int:
+    return 42
+
+
+def test_output_without_data_facts_gets_no_metadata_but_is_recorded(flowrecord_home, store):
+    """A number is linked by name in the record; its materialization stays free of entries.
+
+    Dagster's cost of storing any output metadata is a step's biggest share of
+    flowrecord's overhead; without facts to show there is nothing to pay it for.
+    """
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize(
+        flowrecord_dagster.instrument(dg.Definitions(assets=[answer])), instance=instance
+    )
+    assert result.success
+    event = instance.get_latest_materialization_event(dg.AssetKey("answer"))
+    assert not [k for k in event.asset_materialization.metadata if k.startswith("flowrecord/")]
+    (out,) = rows(store, "SELECT name, role, data_type, fingerprint, run_id FROM datasets")
+    assert (out["name"], out["role"], out["data_type"], out["fingerprint"]) == (
+        "answer",
+        "output",
+        "int",
+        None,
+    )
+    # The Dagster run id alone leads to the record.
+    from flowrecord.query import resolve_run
+
+    assert resolve_run(store, result.run_id) == out["run_id"]
+
+
 def test_partitioned_asset_records_its_partition(flowrecord_home, store):
     """The partition key is on the task, in the dataset URI, and the UI's partition row count."""
     defs = flowrecord_dagster.instrument(dg.Definitions(assets=[daily]))

@@ -62,7 +62,7 @@ def flowrecord_backend_close() -> None:
 
 
 @hookspec
-def flowrecord_batch_begin() -> None:
+def flowrecord_batch_begin() -> bool | None:
     """A batch of events follows, delivered through the hooks below in order.
 
     A backend may open one transaction for the whole batch here, so that a
@@ -71,7 +71,16 @@ def flowrecord_batch_begin() -> None:
     hooks), and :func:`flowrecord_batch_end` always follows, also when a hook
     in between raised.
 
+    :returns: True if the backend's writes for different hooks commute (each
+        hook's events only ever touch what that hook writes, and a late
+        "started" never undoes a "finished"). The batch then comes grouped by
+        hook: one call per hook with all its events, each hook's events still
+        in their order, instead of one call per run of consecutive events
+        (a task's start, dataset, end and system usage are four runs). None or
+        False: the events come in their exact order.
+
     .. versionadded:: 0.2
+    .. versionchanged:: 0.2 may return True to take a batch grouped by hook.
     """
 
 

@@ -137,13 +137,19 @@ class StoreError(RuntimeError):
     """The store cannot be opened or written (not a flowrecord store, read-only, full)."""
 
 
+# One encoder for every write: json.dumps with options builds a new one per call.
+_encode = json.JSONEncoder(default=str, allow_nan=False, separators=(",", ":")).encode
+
+
 def _json(value: Any) -> str:
-    return json.dumps(value, default=str, allow_nan=False, separators=(",", ":"))
+    return _encode(value)
 
 
 def _safe_json(value: Any) -> str:
+    if not value and type(value) in (dict, list):  # most events' warnings, samples, gpus
+        return "{}" if type(value) is dict else "[]"
     try:
-        return _json(value)
+        return _encode(value)
     except ValueError:  # NaN somewhere inside a profile or evidence: store as null
         return json.dumps(_denan(value), default=str, separators=(",", ":"))
 
@@ -355,74 +361,74 @@ class LocalStore:
     # -- writes ---------------------------------------------------------------
 
     def write_runs(self, runs: Sequence[Any], finished: bool) -> None:
+        if finished:
+            sql = """INSERT INTO runs VALUES (?,?,?,?,?,?,?,?)
+                ON CONFLICT(run_id) DO UPDATE SET state = excluded.state,
+                  ended_at = excluded.ended_at, error = excluded.error
+                WHERE runs.ended_at IS NULL OR excluded.ended_at >= runs.ended_at"""
+            rows = [
+                (
+                    r.run_id,
+                    r.orchestrator,
+                    r.pipeline,
+                    r.run_key,
+                    r.state.value,
+                    r.ts,
+                    r.ts,
+                    r.error,
+                )
+                for r in runs
+            ]
+        else:
+            sql = """INSERT INTO runs VALUES (?,?,?,?,?,?,NULL,NULL)
+                ON CONFLICT(run_id) DO UPDATE SET
+                  started_at = min(coalesce(runs.started_at, excluded.started_at),
+                                   excluded.started_at)"""
+            rows = [
+                (r.run_id, r.orchestrator, r.pipeline, r.run_key, r.state.value, r.ts) for r in runs
+            ]
+        tags = [(r.event_id, r.run_id, None, k, v, r.ts) for r in runs for k, v in r.tags.items()]
         with self.transaction() as conn:
-            for r in runs:
-                if finished:
-                    conn.execute(
-                        """INSERT INTO runs VALUES (?,?,?,?,?,?,?,?)
-                        ON CONFLICT(run_id) DO UPDATE SET state = excluded.state,
-                          ended_at = excluded.ended_at, error = excluded.error
-                        WHERE runs.ended_at IS NULL OR excluded.ended_at >= runs.ended_at""",
-                        (
-                            r.run_id,
-                            r.orchestrator,
-                            r.pipeline,
-                            r.run_key,
-                            r.state.value,
-                            r.ts,
-                            r.ts,
-                            r.error,
-                        ),
-                    )
-                else:
-                    conn.execute(
-                        """INSERT INTO runs VALUES (?,?,?,?,?,?,NULL,NULL)
-                        ON CONFLICT(run_id) DO UPDATE SET
-                          started_at = min(coalesce(runs.started_at, excluded.started_at),
-                                           excluded.started_at)""",
-                        (r.run_id, r.orchestrator, r.pipeline, r.run_key, r.state.value, r.ts),
-                    )
-                if r.tags:
-                    conn.executemany(
-                        "INSERT OR IGNORE INTO tags VALUES (?,?,?,?,?,?)",
-                        [(r.event_id, r.run_id, None, k, v, r.ts) for k, v in r.tags.items()],
-                    )
+            # executemany applies the rows in order: a run's later event wins as before.
+            conn.executemany(sql, rows)
+            if tags:
+                conn.executemany("INSERT OR IGNORE INTO tags VALUES (?,?,?,?,?,?)", tags)
 
     def write_tasks(self, tasks: Sequence[Any], finished: bool) -> None:
+        rows = [
+            (
+                t.task_id,
+                t.run_id,
+                t.name,
+                t.try_number,
+                t.map_index,
+                t.state.value,
+                t.started_at if t.started_at is not None else t.ts,
+                t.ts if finished else None,
+                t.duration_s,
+                t.error,
+                t.host,
+                t.pid,
+                _safe_json(dict(t.attributes)),
+            )
+            for t in tasks
+        ]
+        if finished:
+            sql = """INSERT INTO tasks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)
+                ON CONFLICT(task_id) DO UPDATE SET state = excluded.state,
+                  ended_at = excluded.ended_at, duration_s = excluded.duration_s,
+                  error = excluded.error"""
+        else:
+            # A late "started" never reopens a finished attempt, and of two starts
+            # of one attempt the earlier counts, whichever is written first.
+            sql = """INSERT INTO tasks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)
+                ON CONFLICT(task_id) DO UPDATE SET
+                  started_at = min(coalesce(tasks.started_at, excluded.started_at),
+                                   excluded.started_at),
+                  host = excluded.host, pid = excluded.pid
+                WHERE tasks.ended_at IS NULL"""
         with self.transaction() as conn:
-            for t in tasks:
-                row = (
-                    t.task_id,
-                    t.run_id,
-                    t.name,
-                    t.try_number,
-                    t.map_index,
-                    t.state.value,
-                    t.started_at if t.started_at is not None else t.ts,
-                    t.ts if finished else None,
-                    t.duration_s,
-                    t.error,
-                    t.host,
-                    t.pid,
-                    _safe_json(dict(t.attributes)),
-                )
-                if finished:
-                    conn.execute(
-                        """INSERT INTO tasks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)
-                        ON CONFLICT(task_id) DO UPDATE SET state = excluded.state,
-                          ended_at = excluded.ended_at, duration_s = excluded.duration_s,
-                          error = excluded.error""",
-                        row,
-                    )
-                else:
-                    # A late "started" never reopens a finished attempt.
-                    conn.execute(
-                        """INSERT INTO tasks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)
-                        ON CONFLICT(task_id) DO UPDATE SET started_at = excluded.started_at,
-                          host = excluded.host, pid = excluded.pid
-                        WHERE tasks.ended_at IS NULL""",
-                        row,
-                    )
+            conn.executemany(sql, rows)
 
     def write_metrics(self, metrics: Sequence[Any]) -> None:
         # Metrics are the high-volume path: (run, task, key) is stored once as a
@@ -588,28 +594,30 @@ class LocalStore:
             )
 
     def write_system_usage(self, usages: Sequence[Any]) -> None:
+        # Both keys are the event's own (the samples' with their sequence number),
+        # so a replayed event is ignored whole.
+        usage_rows = [
+            (u.event_id, u.run_id, u.task_id, _safe_json(dict(u.summary)), u.ts) for u in usages
+        ]
+        sample_rows = [
+            (
+                u.event_id,
+                i,
+                u.task_id,
+                s.get("t"),
+                s.get("cpu_percent"),
+                s.get("rss_bytes"),
+                _safe_json(s.get("gpus") or []),
+            )
+            for u in usages
+            for i, s in enumerate(u.samples)
+        ]
         with self.transaction() as conn:
-            for u in usages:
-                cur = conn.execute(
-                    "INSERT OR IGNORE INTO system_usage VALUES (?,?,?,?,?)",
-                    (u.event_id, u.run_id, u.task_id, _safe_json(dict(u.summary)), u.ts),
+            conn.executemany("INSERT OR IGNORE INTO system_usage VALUES (?,?,?,?,?)", usage_rows)
+            if sample_rows:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO system_samples VALUES (?,?,?,?,?,?,?)", sample_rows
                 )
-                if cur.rowcount:
-                    conn.executemany(
-                        "INSERT OR IGNORE INTO system_samples VALUES (?,?,?,?,?,?,?)",
-                        [
-                            (
-                                u.event_id,
-                                i,
-                                u.task_id,
-                                s.get("t"),
-                                s.get("cpu_percent"),
-                                s.get("rss_bytes"),
-                                _safe_json(s.get("gpus") or []),
-                            )
-                            for i, s in enumerate(u.samples)
-                        ],
-                    )
 
     def write_code(self, snapshots: Sequence[Any]) -> None:
         with self.transaction() as conn:
@@ -855,8 +863,12 @@ class LocalBackend:
             self.store.close()
 
     @hookimpl
-    def flowrecord_batch_begin(self) -> None:
+    def flowrecord_batch_begin(self) -> bool:
         self._store().begin_batch()
+        # Every write here is an idempotent upsert of its own table (a late start
+        # never reopens a finished task or run): hooks commute, so take the
+        # batch grouped by hook, one statement per hook rather than per event.
+        return True
 
     @hookimpl
     def flowrecord_batch_end(self, ok: bool) -> None:
