@@ -78,6 +78,31 @@ def test_changes_and_untracked_files(repo):
 
 
 @pytest.mark.integration
+def test_a_clean_tree_runs_no_diff_and_a_rename_is_read(repo, monkeypatch):
+    """git diff runs only when status shows a tracked change; a staged rename is one.
+
+    Each git process costs the run milliseconds, so a clean tree is read with two.
+    """
+    from flowrecord.collectors import code
+
+    ran: list[str] = []
+    real = code._git_stream
+    monkeypatch.setattr(
+        code, "_git_stream", lambda cwd, args, *a: ran.append(args[0]) or real(cwd, args, *a)
+    )
+    snap = capture_code(repo, with_packages=False)
+    assert ran == ["status"] and snap["diff"] == "" and snap["dirty"] is False
+    git(repo, "mv", "train.py", "model.py")
+    (repo / "scratch.txt").write_text("x\n")
+    ran.clear()
+    snap = capture_code(repo, with_packages=False)
+    assert ran == ["status", "diff"]
+    assert snap["dirty"] is True and snap["untracked"] == ["scratch.txt"]
+    assert "rename to model.py" in snap["diff"] or "+++ b/model.py" in snap["diff"]
+    assert snap["branch"] == "main" and snap["commit"] == git(repo, "rev-parse", "HEAD")
+
+
+@pytest.mark.integration
 def test_only_untracked_files_make_the_tree_dirty(repo):
     """A new file nobody added yet still makes the working tree dirty."""
     (repo / "new_step.py").write_text("print('hi')\n")

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,10 @@ def _git_stream(cwd: Path, args: list[str], cap: int, timeout: float) -> tuple[b
 
 
 def _git_snapshot(start: Path, max_diff_bytes: int, timeout: float) -> dict[str, Any]:
+    # Two or three git processes: the root; the status, whose header also gives
+    # the commit and the branch; and the diff, only when a tracked file changed
+    # (otherwise the diff against HEAD is empty). Each costs milliseconds of
+    # process start, once per run.
     info: dict[str, Any] = {}
     warnings: list[str] = []
     info["warnings"] = warnings
@@ -185,34 +190,41 @@ def _git_snapshot(start: Path, max_diff_bytes: int, timeout: float) -> dict[str,
         info["repo_root"] = root
         repo = Path(root)
 
-        status, commit, _ = _git(
-            repo, ["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], timeout
-        )
-        if status != 0 or not commit:
-            warnings.append("the git repository has no commits yet: no commit and no diff")
-            commit = ""
-        info["commit"] = commit or None
-
-        status, branch, _ = _git(repo, ["symbolic-ref", "--quiet", "--short", "HEAD"], timeout)
-        if status == 0 and branch:
-            info["branch"] = branch
-        elif commit:
-            warnings.append(f"detached HEAD at {commit[:12]}: no branch")
-
         raw, status_cut, status_late = _git_stream(
             repo,
-            ["status", "--porcelain=v1", "-z", "--untracked-files=normal"],
+            ["status", "--porcelain=v2", "--branch", "-z", "--untracked-files=normal"],
             _MAX_STATUS_BYTES,
             timeout,
         )
+        parsed = _parse_status(raw, warnings)
+        if parsed.commit is None:  # no header: status failed or timed out
+            status, found, _ = _git(
+                repo, ["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], timeout
+            )
+            parsed.commit = found if status == 0 else ""
+            status, found, _ = _git(repo, ["symbolic-ref", "--quiet", "--short", "HEAD"], timeout)
+            parsed.branch = found if status == 0 and found else None
+        commit = parsed.commit
+        if not commit:
+            warnings.append("the git repository has no commits yet: no commit and no diff")
+        info["commit"] = commit or None
+        if parsed.branch:
+            info["branch"] = parsed.branch
+        elif commit:
+            warnings.append(f"detached HEAD at {commit[:12]}: no branch")
+
         if status_late:
             warnings.append(f"git status timed out after {timeout:g}s: dirty flag unknown")
         else:
-            info["dirty"], info["untracked"] = _parse_status(raw, warnings)
+            info["dirty"] = parsed.changed or bool(parsed.untracked)
+            info["untracked"] = parsed.untracked
             if status_cut:
                 warnings.append("git status output was too long: the untracked list is partial")
 
-        if commit:
+        if commit and not (parsed.changed or status_late or status_cut):
+            info["diff"] = ""  # no tracked file differs from HEAD
+            info["diff_truncated"] = False
+        elif commit:
             diff, cut, late = _git_stream(
                 repo,
                 ["diff", "HEAD", "--no-color", "--no-ext-diff", "--no-textconv"],
@@ -234,30 +246,47 @@ def _git_snapshot(start: Path, max_diff_bytes: int, timeout: float) -> dict[str,
     return info
 
 
-def _parse_status(raw: bytes, warnings: list[str]) -> tuple[bool, list[str]]:
-    """(dirty, untracked names) from ``git status --porcelain=v1 -z``."""
+@dataclass
+class _Status:
+    """What ``git status --porcelain=v2 --branch -z`` says."""
+
+    commit: str | None = None
+    """HEAD's commit; "" in a repository without commits; None: no header was read."""
+    branch: str | None = None
+    """The checked-out branch; None when HEAD is detached."""
+    changed: bool = False
+    """A tracked file differs from HEAD (staged or not), or a merge is unresolved."""
+    untracked: list[str] = field(default_factory=list)
+
+
+def _parse_status(raw: bytes, warnings: list[str]) -> _Status:
+    """Commit, branch, tracked changes and untracked names from porcelain v2 output."""
+    out = _Status()
     entries = raw.decode("utf-8", "replace").split("\0")
-    untracked: list[str] = []
-    dirty = False
     skip_next = False
     for entry in entries:
         if skip_next:  # the original path of a rename or copy
             skip_next = False
             continue
-        if len(entry) < 4:
-            continue
-        dirty = True
-        code, name = entry[:2], entry[3:]
-        if code == "??":
-            untracked.append(name)
-        elif "R" in code or "C" in code:
+        if entry.startswith("# branch.oid "):
+            oid = entry[len("# branch.oid ") :]
+            out.commit = "" if oid == "(initial)" else oid
+        elif entry.startswith("# branch.head "):
+            head = entry[len("# branch.head ") :]
+            out.branch = None if head == "(detached)" else head
+        elif entry.startswith("? "):
+            out.untracked.append(entry[2:])
+        elif entry[:2] in ("1 ", "u "):
+            out.changed = True
+        elif entry.startswith("2 "):
+            out.changed = True
             skip_next = True
-    if len(untracked) > _MAX_UNTRACKED:
+    if len(out.untracked) > _MAX_UNTRACKED:
         warnings.append(
-            f"{len(untracked)} untracked files; only the first {_MAX_UNTRACKED} are listed"
+            f"{len(out.untracked)} untracked files; only the first {_MAX_UNTRACKED} are listed"
         )
-        untracked = untracked[:_MAX_UNTRACKED]
-    return dirty, untracked
+        out.untracked = out.untracked[:_MAX_UNTRACKED]
+    return out
 
 
 # The last listing, with the sys.path directories (and their modification times)
