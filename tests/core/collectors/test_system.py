@@ -385,6 +385,21 @@ def test_a_process_that_does_not_exist_is_a_warning():
 
 
 @pytest.mark.unit
+def test_a_short_task_summary_is_what_the_general_path_makes_of_its_reading():
+    """The shortcut for a thread-less task gives the figures the series and stats would."""
+    sampler = SystemSampler(0.5)
+    sampler.start()
+    sum(i * i for i in range(20_000))
+    summary, samples = sampler.stop()
+    (reading,) = samples
+    reference = SystemSampler(0.5)
+    reference._record(reading)
+    assert summary == reference._summary(summary["duration_s"])
+    assert samples == reference._series.samples()
+    assert type(summary["cpu_percent_mean"]) is float and type(summary["rss_bytes_peak"]) is int
+
+
+@pytest.mark.unit
 def test_a_short_task_opens_no_probe_and_still_gets_a_sample():
     """A task shorter than the open delay costs no /proc scan or NVML start, yet is measured."""
     nvml = FakeNvml([FakeGpu()])

@@ -579,6 +579,11 @@ class SystemSampler:
             self._stop.set()
             if not launched:
                 self._done.set()  # no thread ever ran, and none will
+                if self._n == 0 and self._pid == os.getpid() and self._cpu_start is not None:
+                    # A short task of this process (most of them): its one reading,
+                    # summarised directly; the same figures as the general way below.
+                    self._result = self._single_reading()
+                    return self._result
             self._final_sample()
         duration = time.monotonic() - self._started_mono if self._started else 0.0
         with self._lock:
@@ -741,6 +746,27 @@ class SystemSampler:
                 self._warn("no sample: the sampler was still starting when stopped")
             return
         self._record({"t": time.time(), "cpu_percent": cpu, "rss_bytes": rss, "gpus": []})
+
+    def _single_reading(self) -> tuple[dict[str, Any], tuple[dict[str, Any], ...]]:
+        now = time.time()
+        duration = time.monotonic() - self._started_mono
+        cpu, rss = self._own_usage()
+        with self._lock:
+            warnings = list(self._warnings)
+        summary = {
+            "cpu_percent_peak": cpu,
+            "cpu_percent_mean": cpu + 0.0,
+            "rss_bytes_peak": rss,
+            "rss_bytes_mean": rss,
+            "samples": 1,
+            "samples_kept": 1,
+            "duration_s": duration,
+            "interval_s": self._interval,
+            "gpu_available": False,
+            "gpus": [],
+            "warnings": warnings,
+        }
+        return summary, ({"t": now, "cpu_percent": cpu, "rss_bytes": rss, "gpus": []},)
 
     def _own_usage(self) -> tuple[float, int]:
         """This process's CPU percent since start() and resident memory, without psutil."""

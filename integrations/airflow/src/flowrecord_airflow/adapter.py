@@ -418,16 +418,27 @@ def close_run(dag_run: Any, succeeded: bool, message: str | None = None) -> None
         log.warning("flowrecord: could not close the DAG run record: %s", exc)
 
 
+#: The only task instance states close_run looks at: tasks that never ran, and failures.
+_CLOSING_STATES = ("skipped", "upstream_failed", "failed")
+
+
 def _task_instances(dag_run: Any) -> list[Any]:
+    """The run's task instances that were skipped, never ran for a failure, or failed."""
     getter = getattr(dag_run, "get_task_instances", None)
     if getter is None:
         return []
+    from airflow.utils.state import TaskInstanceState
     from sqlalchemy.orm import object_session
 
+    # Asking the database for these states only: loading every task instance of
+    # a big run costs the run's end milliseconds, for rows nobody reads.
+    states = [TaskInstanceState(s) for s in _CLOSING_STATES]
     session = object_session(dag_run)
     # The scheduler hands over a run bound to its session; dag.test() a detached one,
     # for which get_task_instances opens a short session of its own.
-    return list(getter(session=session) if session is not None else getter())
+    if session is not None:
+        return list(getter(state=states, session=session))
+    return list(getter(state=states))
 
 
 def _record_never_started(run: RunHandle, ti: Any) -> None:
@@ -502,7 +513,7 @@ def _resolved_arguments(ti: Any, task: Any) -> dict[str, Any]:
     """
     op_args = list(getattr(task, "op_args", None) or ())
     op_kwargs = dict(getattr(task, "op_kwargs", None) or {})
-    signature = inspect.signature(task.python_callable)
+    signature = _signature(task.python_callable)
     bound = signature.bind_partial(*op_args, **op_kwargs)
     bound.apply_defaults()
     context_values = {id(v) for v in (ti, task, getattr(task, "dag", None)) if v is not None}
@@ -521,6 +532,17 @@ def _resolved_arguments(ti: Any, task: Any) -> dict[str, Any]:
                 continue
             out[key] = item
     return out
+
+
+def _signature(fn: Any) -> inspect.Signature:
+    # Every task of a DAG built from one @task function asks for the same one.
+    try:
+        return _cached_signature(fn)
+    except TypeError:  # an unhashable callable object
+        return inspect.signature(fn)
+
+
+_cached_signature = functools.lru_cache(maxsize=512)(inspect.signature)
 
 
 @functools.cache
@@ -549,7 +571,7 @@ def _argument_sources(ti: Any, ident: TaskIdentity) -> dict[str, str]:
         candidates.update(partial_kwargs.get("op_kwargs", None) or {})
         positional = list(getattr(original, "op_args", None) or ())
         if positional:
-            names = list(inspect.signature(ti.task.python_callable).parameters)
+            names = list(_signature(ti.task.python_callable).parameters)
             candidates.update(dict(zip(names, positional, strict=False)))
         for name, value in candidates.items():
             upstream = getattr(value, "operator", None)
