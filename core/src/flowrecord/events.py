@@ -10,11 +10,10 @@ field is a JSON-compatible value. Changing the shape of an event is a change of
 
 from __future__ import annotations
 
-import dataclasses
 import enum
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+import operator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -58,9 +57,84 @@ class State(enum.StrEnum):
         return self is not State.STARTED
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+_set = object.__setattr__
+
+
+class _Factory:
+    """Default of a mapping field: each event gets a fresh empty dict."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<factory>"
+
+
+_FACTORY: Any = _Factory()
+
+_E = TypeVar("_E", bound="type[Event]")
+
+
+def _frozen(cls: _E) -> _E:
+    """Record the fields of an event class: its constructor's arguments, in order."""
+    code = cls.__init__.__code__
+    cls._fields = code.co_varnames[1 : 1 + code.co_kwonlyargcount]
+    cls._astuple = operator.attrgetter(*cls._fields)
+    return cls
+
+
+# The events used to be made with @dataclass(frozen=True, slots=True, kw_only=True).
+# Making a dataclass runs generated code through exec(), about 1 ms a class, which
+# every task process paid at import. The classes are now written out, with the same
+# constructor, attributes, immutability, repr, equality, hash and pickled form, and
+# the dataclass view of a class (dataclasses.fields, asdict, replace, is_dataclass)
+# is built from an equivalent dataclass the first time something asks for it.
+_TWINS: dict[type, type] = {}
+
+
+def _twin(cls: type[Event]) -> type:
+    """A dataclass with the same fields and defaults as *cls*, made once per class."""
+    twin = _TWINS.get(cls)
+    if twin is not None:
+        return twin
+    import dataclasses
+    import inspect
+
+    annotations: dict[str, Any] = {}
+    for c in reversed(cls.__mro__):
+        annotations.update(inspect.get_annotations(c))
+    namespace: dict[str, Any] = {
+        "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__,
+        "__annotations__": {
+            name: annotation
+            for name, annotation in annotations.items()
+            if name in cls._fields or name == "kind"
+        },
+        "kind": cls.kind,
+    }
+    for name, default in (cls.__init__.__kwdefaults__ or {}).items():
+        namespace[name] = (
+            dataclasses.field(default_factory=dict) if default is _FACTORY else default
+        )
+    twin = dataclasses.dataclass(frozen=True, kw_only=True)(type(cls.__name__, (), namespace))
+    return _TWINS.setdefault(cls, twin)
+
+
+class _DataclassView:
+    """A class attribute taken from the class's dataclass twin when first read."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: object, cls: type[Event]) -> Any:
+        return getattr(_twin(cls), self.name)
+
+
+@_frozen
 class Event:
     """Fields every event carries."""
+
+    __slots__ = ("event_id", "run_id", "task_id", "ts")
 
     event_id: str
     """UUIDv7, unique and sortable by creation time; the key of idempotent replay."""
@@ -68,15 +142,68 @@ class Event:
     """Wall-clock time of the observation, seconds since the epoch."""
     run_id: str
     """Deterministic id of the pipeline run this event belongs to."""
-    task_id: str | None = None
+    task_id: str | None
     """Deterministic id of the task, or None for a run-level event."""
 
     kind: ClassVar[str] = "event"
 
+    _fields: ClassVar[tuple[str, ...]]
+    """Names of the fields in order: what repr, equality, pickling and :func:`event_to_dict` walk."""
+    _astuple: ClassVar[Callable[[Event], tuple[Any, ...]]]
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+    __match_args__ = ()
+    __dataclass_fields__ = _DataclassView()
+    __dataclass_params__ = _DataclassView()
+
+    def __init__(
+        self,
+        *,
+        event_id: str,
+        ts: float,
+        run_id: str,
+        task_id: str | None = None,
+    ) -> None:
+        _set(self, "event_id", event_id)
+        _set(self, "ts", ts)
+        _set(self, "run_id", run_id)
+        _set(self, "task_id", task_id)
+
+    def __repr__(self) -> str:
+        pairs = zip(self._fields, type(self)._astuple(self), strict=True)
+        return f"{type(self).__qualname__}({', '.join(f'{n}={v!r}' for n, v in pairs)})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return type(self)._astuple(self) == type(self)._astuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(type(self)._astuple(self))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        from dataclasses import FrozenInstanceError
+
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        from dataclasses import FrozenInstanceError
+
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    # The same pickled form as a frozen, slotted dataclass: the field values in order.
+    def __getstate__(self) -> list[Any]:
+        return list(type(self)._astuple(self))
+
+    def __setstate__(self, state: list[Any]) -> None:
+        for name, value in zip(self._fields, state, strict=False):
+            _set(self, name, value)
+
+
+@_frozen
 class RunEvent(Event):
     """A pipeline run started or reached a final state."""
+
+    __slots__ = ("error", "orchestrator", "pipeline", "run_key", "state", "tags")
 
     state: State
     orchestrator: str
@@ -85,44 +212,136 @@ class RunEvent(Event):
     """DAG id, job name or flow name."""
     run_key: str
     """The orchestrator's own id of the run (Airflow run_id, Dagster run id...)."""
-    tags: Mapping[str, str] = field(default_factory=dict)
-    error: str | None = None
+    tags: Mapping[str, str]
+    error: str | None
 
     kind: ClassVar[str] = "run"
 
+    def __init__(
+        self,
+        *,
+        event_id: str,
+        ts: float,
+        run_id: str,
+        task_id: str | None = None,
+        state: State,
+        orchestrator: str,
+        pipeline: str,
+        run_key: str,
+        tags: Mapping[str, str] = _FACTORY,
+        error: str | None = None,
+    ) -> None:
+        _set(self, "event_id", event_id)
+        _set(self, "ts", ts)
+        _set(self, "run_id", run_id)
+        _set(self, "task_id", task_id)
+        _set(self, "state", state)
+        _set(self, "orchestrator", orchestrator)
+        _set(self, "pipeline", pipeline)
+        _set(self, "run_key", run_key)
+        _set(self, "tags", {} if tags is _FACTORY else tags)
+        _set(self, "error", error)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@_frozen
 class TaskEvent(Event):
     """A task attempt started or reached a final state."""
+
+    __slots__ = (
+        "attributes",
+        "duration_s",
+        "error",
+        "host",
+        "map_index",
+        "name",
+        "pid",
+        "started_at",
+        "state",
+        "try_number",
+    )
 
     state: State
     name: str
     """Task id, asset key, op or step name."""
-    try_number: int = 1
-    map_index: int | None = None
+    try_number: int
+    map_index: int | None
     """Index of a mapped / foreach task, None when the task is not mapped."""
-    started_at: float | None = None
-    duration_s: float | None = None
+    started_at: float | None
+    duration_s: float | None
     """Wall time of the attempt, set on the final event."""
-    error: str | None = None
+    error: str | None
     """Error type and message of a failed attempt."""
-    host: str | None = None
-    pid: int | None = None
-    attributes: Mapping[str, Any] = field(default_factory=dict)
+    host: str | None
+    pid: int | None
+    attributes: Mapping[str, Any]
     """Orchestrator-specific identity (dag_id, asset key, partition...)."""
 
     kind: ClassVar[str] = "task"
 
+    def __init__(
+        self,
+        *,
+        event_id: str,
+        ts: float,
+        run_id: str,
+        task_id: str | None = None,
+        state: State,
+        name: str,
+        try_number: int = 1,
+        map_index: int | None = None,
+        started_at: float | None = None,
+        duration_s: float | None = None,
+        error: str | None = None,
+        host: str | None = None,
+        pid: int | None = None,
+        attributes: Mapping[str, Any] = _FACTORY,
+    ) -> None:
+        _set(self, "event_id", event_id)
+        _set(self, "ts", ts)
+        _set(self, "run_id", run_id)
+        _set(self, "task_id", task_id)
+        _set(self, "state", state)
+        _set(self, "name", name)
+        _set(self, "try_number", try_number)
+        _set(self, "map_index", map_index)
+        _set(self, "started_at", started_at)
+        _set(self, "duration_s", duration_s)
+        _set(self, "error", error)
+        _set(self, "host", host)
+        _set(self, "pid", pid)
+        _set(self, "attributes", {} if attributes is _FACTORY else attributes)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@_frozen
 class MetricEvent(Event):
     """One metric point."""
 
+    __slots__ = ("key", "step", "value")
+
     key: str
     value: float
-    step: int | None = None
+    step: int | None
 
     kind: ClassVar[str] = "metric"
+
+    def __init__(
+        self,
+        *,
+        event_id: str,
+        ts: float,
+        run_id: str,
+        task_id: str | None = None,
+        key: str,
+        value: float,
+        step: int | None = None,
+    ) -> None:
+        _set(self, "event_id", event_id)
+        _set(self, "ts", ts)
+        _set(self, "run_id", run_id)
+        _set(self, "task_id", task_id)
+        _set(self, "key", key)
+        _set(self, "value", value)
+        _set(self, "step", step)
 
 
 #: A metric point as the recorder queues it: (event_id, ts, run_id, task_id, key, value, step).
@@ -160,54 +379,152 @@ def _point_event(p: MetricPoint) -> MetricEvent:
     )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_frozen
 class ParamEvent(Event):
     """One parameter, already redacted and rendered as text."""
 
+    __slots__ = ("key", "truncated", "value")
+
     key: str
     value: str
-    truncated: bool = False
+    truncated: bool
     """True when the value was cut to the size limit."""
 
     kind: ClassVar[str] = "param"
 
+    def __init__(
+        self,
+        *,
+        event_id: str,
+        ts: float,
+        run_id: str,
+        task_id: str | None = None,
+        key: str,
+        value: str,
+        truncated: bool = False,
+    ) -> None:
+        _set(self, "event_id", event_id)
+        _set(self, "ts", ts)
+        _set(self, "run_id", run_id)
+        _set(self, "task_id", task_id)
+        _set(self, "key", key)
+        _set(self, "value", value)
+        _set(self, "truncated", truncated)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@_frozen
 class TagEvent(Event):
     """Tags set on the run (task_id None) or on a task; values already redacted."""
+
+    __slots__ = ("tags",)
 
     tags: Mapping[str, str]
 
     kind: ClassVar[str] = "tag"
 
+    def __init__(
+        self,
+        *,
+        event_id: str,
+        ts: float,
+        run_id: str,
+        task_id: str | None = None,
+        tags: Mapping[str, str],
+    ) -> None:
+        _set(self, "event_id", event_id)
+        _set(self, "ts", ts)
+        _set(self, "run_id", run_id)
+        _set(self, "task_id", task_id)
+        _set(self, "tags", tags)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@_frozen
 class DatasetEvent(Event):
     """A dataset read or written by a task, with what was learnt of its content."""
+
+    __slots__ = (
+        "data_type",
+        "fingerprint",
+        "name",
+        "profile",
+        "role",
+        "row_count",
+        "schema",
+        "size_bytes",
+        "uri",
+        "warnings",
+    )
 
     name: str
     role: str
     """``input`` or ``output``."""
-    uri: str | None = None
-    data_type: str = "unknown"
+    uri: str | None
+    data_type: str
     """``pandas``, ``polars``, ``arrow``, ``file``, ``directory`` or the Python type name."""
-    fingerprint: str | None = None
+    fingerprint: str | None
     """Content hash of the full data; None when the object could not be fingerprinted."""
-    schema: tuple[Mapping[str, Any], ...] = ()
+    schema: tuple[Mapping[str, Any], ...]
     """Columns as ``{"name", "type", "nullable"}``."""
-    row_count: int | None = None
-    size_bytes: int | None = None
-    profile: Mapping[str, Any] = field(default_factory=dict)
+    row_count: int | None
+    size_bytes: int | None
+    profile: Mapping[str, Any]
     """Per-column statistics, see :mod:`flowrecord.collectors.profile`."""
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[str, ...]
     """Why parts of the description are missing (unsupported types...)."""
 
     kind: ClassVar[str] = "dataset"
 
+    def __init__(
+        self,
+        *,
+        event_id: str,
+        ts: float,
+        run_id: str,
+        task_id: str | None = None,
+        name: str,
+        role: str,
+        uri: str | None = None,
+        data_type: str = "unknown",
+        fingerprint: str | None = None,
+        schema: tuple[Mapping[str, Any], ...] = (),
+        row_count: int | None = None,
+        size_bytes: int | None = None,
+        profile: Mapping[str, Any] = _FACTORY,
+        warnings: tuple[str, ...] = (),
+    ) -> None:
+        _set(self, "event_id", event_id)
+        _set(self, "ts", ts)
+        _set(self, "run_id", run_id)
+        _set(self, "task_id", task_id)
+        _set(self, "name", name)
+        _set(self, "role", role)
+        _set(self, "uri", uri)
+        _set(self, "data_type", data_type)
+        _set(self, "fingerprint", fingerprint)
+        _set(self, "schema", schema)
+        _set(self, "row_count", row_count)
+        _set(self, "size_bytes", size_bytes)
+        _set(self, "profile", {} if profile is _FACTORY else profile)
+        _set(self, "warnings", warnings)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@_frozen
 class ValidationEvent(Event):
     """The outcome of validating one dataset."""
+
+    __slots__ = (
+        "checks",
+        "dataset_name",
+        "error",
+        "failure_count",
+        "failure_sample",
+        "fingerprint",
+        "passed",
+        "policy",
+        "schema_name",
+        "validation_id",
+        "validator",
+    )
 
     dataset_name: str
     fingerprint: str | None
@@ -217,79 +534,248 @@ class ValidationEvent(Event):
     passed: bool
     policy: str
     """``record``, ``warn`` or ``fail``."""
-    checks: tuple[Mapping[str, Any], ...] = ()
+    checks: tuple[Mapping[str, Any], ...]
     """One entry per check: ``{"check", "column", "failures", "passed", ...}``."""
-    failure_count: int = 0
-    failure_sample: tuple[Mapping[str, Any], ...] = ()
+    failure_count: int
+    failure_sample: tuple[Mapping[str, Any], ...]
     """A bounded sample of failing cases."""
-    error: str | None = None
+    error: str | None
     """Set when the validator itself raised instead of reporting failures."""
-    validation_id: str | None = None
+    validation_id: str | None
     """Stable id of this validation result (defaults to the event id)."""
 
     kind: ClassVar[str] = "validation"
 
+    def __init__(
+        self,
+        *,
+        event_id: str,
+        ts: float,
+        run_id: str,
+        task_id: str | None = None,
+        dataset_name: str,
+        fingerprint: str | None,
+        validator: str,
+        schema_name: str | None,
+        passed: bool,
+        policy: str,
+        checks: tuple[Mapping[str, Any], ...] = (),
+        failure_count: int = 0,
+        failure_sample: tuple[Mapping[str, Any], ...] = (),
+        error: str | None = None,
+        validation_id: str | None = None,
+    ) -> None:
+        _set(self, "event_id", event_id)
+        _set(self, "ts", ts)
+        _set(self, "run_id", run_id)
+        _set(self, "task_id", task_id)
+        _set(self, "dataset_name", dataset_name)
+        _set(self, "fingerprint", fingerprint)
+        _set(self, "validator", validator)
+        _set(self, "schema_name", schema_name)
+        _set(self, "passed", passed)
+        _set(self, "policy", policy)
+        _set(self, "checks", checks)
+        _set(self, "failure_count", failure_count)
+        _set(self, "failure_sample", failure_sample)
+        _set(self, "error", error)
+        _set(self, "validation_id", validation_id)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@_frozen
 class SystemUsageEvent(Event):
     """System usage of a task's process, as a summary and a time series."""
 
+    __slots__ = ("samples", "summary")
+
     summary: Mapping[str, Any]
     """``cpu_percent_peak/mean``, ``rss_bytes_peak/mean``, ``gpus`` (per GPU peaks/means)."""
-    samples: tuple[Mapping[str, Any], ...] = ()
+    samples: tuple[Mapping[str, Any], ...]
     """Time series: ``{"t", "cpu_percent", "rss_bytes", "gpus": [...]}``."""
 
     kind: ClassVar[str] = "system"
 
+    def __init__(
+        self,
+        *,
+        event_id: str,
+        ts: float,
+        run_id: str,
+        task_id: str | None = None,
+        summary: Mapping[str, Any],
+        samples: tuple[Mapping[str, Any], ...] = (),
+    ) -> None:
+        _set(self, "event_id", event_id)
+        _set(self, "ts", ts)
+        _set(self, "run_id", run_id)
+        _set(self, "task_id", task_id)
+        _set(self, "summary", summary)
+        _set(self, "samples", samples)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@_frozen
 class CodeSnapshotEvent(Event):
     """Code and environment of a run, captured once per run."""
 
-    commit: str | None = None
-    branch: str | None = None
-    dirty: bool | None = None
-    diff: str | None = None
-    diff_truncated: bool = False
-    repo_root: str | None = None
-    python: str = ""
-    platform: str = ""
-    packages: Mapping[str, str] = field(default_factory=dict)
-    environment: Mapping[str, str] = field(default_factory=dict)
+    __slots__ = (
+        "branch",
+        "commit",
+        "diff",
+        "diff_truncated",
+        "dirty",
+        "environment",
+        "packages",
+        "platform",
+        "python",
+        "repo_root",
+        "untracked",
+        "warnings",
+    )
+
+    commit: str | None
+    branch: str | None
+    dirty: bool | None
+    diff: str | None
+    diff_truncated: bool
+    repo_root: str | None
+    python: str
+    platform: str
+    packages: Mapping[str, str]
+    environment: Mapping[str, str]
     """Selected environment variables, redacted."""
-    untracked: tuple[str, ...] = ()
+    untracked: tuple[str, ...]
     """Names of untracked files in the checkout (their content is not captured)."""
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[str, ...]
 
     kind: ClassVar[str] = "code"
 
+    def __init__(
+        self,
+        *,
+        event_id: str,
+        ts: float,
+        run_id: str,
+        task_id: str | None = None,
+        commit: str | None = None,
+        branch: str | None = None,
+        dirty: bool | None = None,
+        diff: str | None = None,
+        diff_truncated: bool = False,
+        repo_root: str | None = None,
+        python: str = "",
+        platform: str = "",
+        packages: Mapping[str, str] = _FACTORY,
+        environment: Mapping[str, str] = _FACTORY,
+        untracked: tuple[str, ...] = (),
+        warnings: tuple[str, ...] = (),
+    ) -> None:
+        _set(self, "event_id", event_id)
+        _set(self, "ts", ts)
+        _set(self, "run_id", run_id)
+        _set(self, "task_id", task_id)
+        _set(self, "commit", commit)
+        _set(self, "branch", branch)
+        _set(self, "dirty", dirty)
+        _set(self, "diff", diff)
+        _set(self, "diff_truncated", diff_truncated)
+        _set(self, "repo_root", repo_root)
+        _set(self, "python", python)
+        _set(self, "platform", platform)
+        _set(self, "packages", {} if packages is _FACTORY else packages)
+        _set(self, "environment", {} if environment is _FACTORY else environment)
+        _set(self, "untracked", untracked)
+        _set(self, "warnings", warnings)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@_frozen
 class ArtifactEvent(Event):
     """A file or directory the task produced and asked to keep."""
 
+    __slots__ = ("fingerprint", "name", "path", "size_bytes")
+
     name: str
     path: str
-    size_bytes: int | None = None
-    fingerprint: str | None = None
+    size_bytes: int | None
+    fingerprint: str | None
 
     kind: ClassVar[str] = "artifact"
 
+    def __init__(
+        self,
+        *,
+        event_id: str,
+        ts: float,
+        run_id: str,
+        task_id: str | None = None,
+        name: str,
+        path: str,
+        size_bytes: int | None = None,
+        fingerprint: str | None = None,
+    ) -> None:
+        _set(self, "event_id", event_id)
+        _set(self, "ts", ts)
+        _set(self, "run_id", run_id)
+        _set(self, "task_id", task_id)
+        _set(self, "name", name)
+        _set(self, "path", path)
+        _set(self, "size_bytes", size_bytes)
+        _set(self, "fingerprint", fingerprint)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@_frozen
 class GateDecisionEvent(Event):
     """A promotion gate's decision, with its reasons and evidence."""
+
+    __slots__ = (
+        "applied",
+        "decision_id",
+        "evidence",
+        "gate",
+        "model",
+        "passed",
+        "reasons",
+        "version",
+    )
 
     decision_id: str
     model: str
     version: str
     gate: str
     passed: bool
-    applied: bool = False
-    reasons: tuple[str, ...] = ()
-    evidence: Mapping[str, Any] = field(default_factory=dict)
+    applied: bool
+    reasons: tuple[str, ...]
+    evidence: Mapping[str, Any]
 
     kind: ClassVar[str] = "gate"
+
+    def __init__(
+        self,
+        *,
+        event_id: str,
+        ts: float,
+        run_id: str,
+        task_id: str | None = None,
+        decision_id: str,
+        model: str,
+        version: str,
+        gate: str,
+        passed: bool,
+        applied: bool = False,
+        reasons: tuple[str, ...] = (),
+        evidence: Mapping[str, Any] = _FACTORY,
+    ) -> None:
+        _set(self, "event_id", event_id)
+        _set(self, "ts", ts)
+        _set(self, "run_id", run_id)
+        _set(self, "task_id", task_id)
+        _set(self, "decision_id", decision_id)
+        _set(self, "model", model)
+        _set(self, "version", version)
+        _set(self, "gate", gate)
+        _set(self, "passed", passed)
+        _set(self, "applied", applied)
+        _set(self, "reasons", reasons)
+        _set(self, "evidence", {} if evidence is _FACTORY else evidence)
 
 
 _KINDS: dict[str, type[Event]] = {
@@ -312,18 +798,18 @@ _KINDS: dict[str, type[Event]] = {
 
 def event_to_dict(event: Event | MetricPoint) -> dict[str, Any]:
     """A JSON-ready dict of *event*, with its kind and the schema version."""
-    if type(event) is tuple:
-        event = _point_event(event)  # type: ignore[arg-type]
+    if isinstance(event, tuple):
+        event = _point_event(event)
     out: dict[str, Any] = {"kind": event.kind, "schema_version": SCHEMA_VERSION}
-    for f in dataclasses.fields(event):  # type: ignore[arg-type]
-        value = getattr(event, f.name)
+    cls = type(event)
+    for name, value in zip(cls._fields, cls._astuple(event), strict=True):
         if isinstance(value, State):
             value = value.value
         elif isinstance(value, Mapping):
             value = dict(value)
         elif isinstance(value, tuple):
             value = [dict(v) if isinstance(v, Mapping) else v for v in value]
-        out[f.name] = value
+        out[name] = value
     return out
 
 
@@ -340,15 +826,15 @@ def event_from_dict(data: Mapping[str, Any]) -> Event:
     if version > SCHEMA_VERSION:
         raise ValueError(f"event schema version {version} is newer than {SCHEMA_VERSION}")
     kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
+    for name in cls._fields:
+        if name not in data:
             continue
-        value = data[f.name]
-        if f.name == "state":
+        value = data[name]
+        if name == "state":
             value = State(value)
         elif isinstance(value, list):
             value = tuple(value)
-        kwargs[f.name] = value
+        kwargs[name] = value
     return cls(**kwargs)
 
 
