@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -449,3 +451,33 @@ def test_redact_text_is_linear_on_a_large_diff():
     assert "+TOKEN=***" in out and "abcdef" not in out
     assert elapsed < 5.0
     assert re.search(r"x_19999 = compute", out)
+
+
+@pytest.mark.unit
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_WORDS, min_size=1, max_size=5).map("".join))
+def test_key_shortcuts_agree_with_the_rules(key):
+    """Skipping names without a root word, and the phrase cut for names the rules pass
+    uncut, gives the answer of the full rules: cut the allowed phrases, then search."""
+    rules = re.compile(secrets._SECRET_KEY)
+    allowed = re.compile(secrets._ALLOWED_PHRASES)
+    expected = rules.search(allowed.sub("_", secrets._normalise(key))) is not None
+    assert is_secret_key(key) is expected
+
+
+@pytest.mark.unit
+def test_import_compiles_no_expression():
+    """Importing the module compiles none of its expressions (~5 ms a task paid at import);
+    a harmless key compiles none either, and a secret one only those it needs."""
+    probe = (
+        "import flowrecord.collectors.secrets as s;"
+        "n0 = s._compiled.cache_info().currsize;"
+        "s.is_secret_key('learning_rate'); n1 = s._compiled.cache_info().currsize;"
+        "s.is_secret_key('db_password'); n2 = s._compiled.cache_info().currsize;"
+        "print(n0, n1, n2)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    # db_password: the three normalising expressions, the rules, the allowed phrases.
+    assert out == ["0", "0", "5"]

@@ -16,8 +16,10 @@ contains a secret word is allowed on purpose: ``primary_key``, ``partition_key``
 than hiding a harmless value, so any other name that looks like a secret is
 hidden. Users add their own key patterns with :func:`add_patterns`.
 
-Regular expressions are compiled once and key decisions are cached, because
-:func:`redact` runs for every param of every task.
+Regular expressions are compiled once, on first use, and key decisions are
+cached, because :func:`redact` runs for every param of every task. Compiling
+all of them took ~5 ms, which every task process paid at import; a task that
+records a few params needs few of them.
 """
 
 from __future__ import annotations
@@ -46,16 +48,26 @@ REDACTED = "***"
 # would recurse forever); what lies below is hidden rather than risked.
 _MAX_DEPTH = 32
 
+
+@functools.cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    """*pattern* compiled once per process, when first needed.
+
+    Two threads may both compile it the first time; either result serves.
+    """
+    return re.compile(pattern)
+
+
 # --------------------------------------------------------------------------- keys
 
-_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-_DIGIT_BOUNDARY = re.compile(r"(?<=[a-z])(?=[0-9])|(?<=[0-9])(?=[a-z])")
-_NON_WORD = re.compile(r"[^a-z0-9]+")
+_CAMEL_BOUNDARY = r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])"
+_DIGIT_BOUNDARY = r"(?<=[a-z])(?=[0-9])|(?<=[0-9])(?=[a-z])"
+_NON_WORD = r"[^a-z0-9]+"
 
 # Harmless phrases that contain a secret word. They are cut out of the
 # normalised key before the secret rules run, so ``eos_token`` is allowed but
 # ``eos_token_secret`` is still a secret.
-_ALLOWED_PHRASES = re.compile(
+_ALLOWED_PHRASES = (
     r"_(?:pad|eos|bos|unk|sep|cls|mask|special|start|end|stop|max|min|num|n|total|first|last"
     r"|next|new|added|image|vocab|sentinel|prefix|suffix|eot|output|input|per|decoder_start)"
     r"_token(?=_)"
@@ -76,7 +88,7 @@ _ALLOWED_PHRASES = re.compile(
 
 # Secret rules on the normalised key, which is wrapped in underscores so that
 # ``_word_`` means "a whole word" and ``word_`` means "a word ending in word".
-_SECRET_KEY = re.compile(
+_SECRET_KEY = (
     # Strong words: a secret wherever they appear, even glued to another word.
     r"password|passwd|passphrase|secret|credential|apikey|privatekey|accesskey|privkey"
     # A word that ends in "token": token, authtoken, hftoken (not tokens, tokenizer).
@@ -100,9 +112,9 @@ _generation = 0
 
 
 def _normalise(key: str) -> str:
-    words = _CAMEL_BOUNDARY.sub("_", key)
-    words = _DIGIT_BOUNDARY.sub("_", words.lower())
-    return "_" + _NON_WORD.sub("_", words).strip("_") + "_"
+    words = _compiled(_CAMEL_BOUNDARY).sub("_", key)
+    words = _compiled(_DIGIT_BOUNDARY).sub("_", words.lower())
+    return "_" + _compiled(_NON_WORD).sub("_", words).strip("_") + "_"
 
 
 @functools.lru_cache(maxsize=8192)
@@ -110,10 +122,18 @@ def _decide(key: str, generation: int) -> bool:
     for pattern in _user_patterns:
         if pattern.search(key):
             return True
+    if not _may_name_a_secret(key):
+        return False
+    normal = _normalise(key)
+    secret = _compiled(_SECRET_KEY)
     # Cutting an allowed phrase leaves one underscore, so the words around it
-    # stay separate ("_eos_token_id_" -> "__id_": "id" is still a word).
-    normal = _ALLOWED_PHRASES.sub("_", _normalise(key))
-    return _SECRET_KEY.search(normal) is not None
+    # stay separate ("_eos_token_id_" -> "__id_": "id" is still a word). A cut
+    # never makes a name secret (it removes whole words and joins none), so a
+    # name the rules pass uncut needs no cut: most names never compile the
+    # long phrase list.
+    if secret.search(normal) is None:
+        return False
+    return secret.search(_compiled(_ALLOWED_PHRASES).sub("_", normal)) is not None
 
 
 def is_secret_key(key: str) -> bool:
@@ -168,43 +188,43 @@ def clear_patterns() -> None:
 # gated by literal substrings: a plain ``in`` test is far cheaper than running a
 # regular expression over every value, and each expression starts with a literal
 # so that, when it does run, the regex engine can skip ahead to candidates.
-_Rule = tuple[tuple[str, ...], re.Pattern[str], str]
+_Rule = tuple[tuple[str, ...], str, str]
 _SHAPE_RULES: tuple[_Rule, ...] = (
     # scheme://user:password@host -> the password. The password part is greedy,
     # so an unescaped "@" inside it still ends at the last "@" of the authority.
-    (("://",), re.compile(r"(://[^/\s:@?#]*+:)[^/\s?#]*@"), r"\g<1>" + REDACTED + "@"),
+    (("://",), r"(://[^/\s:@?#]*+:)[^/\s?#]*@", r"\g<1>" + REDACTED + "@"),
     (
         ("uthorization",),
-        re.compile(r"([Aa]uthorization\s*[:=]\s*)[^\s,;&]+(?:[ \t]+[A-Za-z0-9\-._~+/]{6,}=*)?"),
+        r"([Aa]uthorization\s*[:=]\s*)[^\s,;&]+(?:[ \t]+[A-Za-z0-9\-._~+/]{6,}=*)?",
         r"\g<1>" + REDACTED,
     ),
-    (("earer",), re.compile(r"([Bb]earer\s+)[A-Za-z0-9\-._~+/]{8,}=*"), r"\g<1>" + REDACTED),
+    (("earer",), r"([Bb]earer\s+)[A-Za-z0-9\-._~+/]{8,}=*", r"\g<1>" + REDACTED),
     # AWS access key ids.
     (
         ("AKIA", "ASIA", "ABIA", "ACCA", "A3T"),
-        re.compile(r"A(?:KIA|SIA|BIA|CCA|3T[A-Z0-9])[A-Z0-9]{16}(?![A-Za-z0-9])"),
+        r"A(?:KIA|SIA|BIA|CCA|3T[A-Z0-9])[A-Z0-9]{16}(?![A-Za-z0-9])",
         REDACTED,
     ),
     # GitHub, GitLab, OpenAI/Anthropic-style, Stripe, Slack, Google, Hugging Face, npm.
-    (("gh",), re.compile(r"gh[pousr]_[A-Za-z0-9]{30,}"), REDACTED),
-    (("github_pat_",), re.compile(r"github_pat_[A-Za-z0-9_]{22,}"), REDACTED),
-    (("glpat-",), re.compile(r"glpat-[A-Za-z0-9_\-]{20,}"), REDACTED),
-    (("sk-",), re.compile(r"sk-[A-Za-z0-9_\-]{20,}"), REDACTED),
-    (("_live_", "_test_"), re.compile(r"[spr]k_(?:live|test)_[A-Za-z0-9]{16,}"), REDACTED),
-    (("xox",), re.compile(r"xox[abposr]-[A-Za-z0-9\-]{10,}"), REDACTED),
-    (("AIza",), re.compile(r"AIza[0-9A-Za-z_\-]{35}"), REDACTED),
-    (("hf_",), re.compile(r"hf_[A-Za-z0-9]{30,}"), REDACTED),
-    (("npm_",), re.compile(r"npm_[A-Za-z0-9]{36}"), REDACTED),
+    (("gh",), r"gh[pousr]_[A-Za-z0-9]{30,}", REDACTED),
+    (("github_pat_",), r"github_pat_[A-Za-z0-9_]{22,}", REDACTED),
+    (("glpat-",), r"glpat-[A-Za-z0-9_\-]{20,}", REDACTED),
+    (("sk-",), r"sk-[A-Za-z0-9_\-]{20,}", REDACTED),
+    (("_live_", "_test_"), r"[spr]k_(?:live|test)_[A-Za-z0-9]{16,}", REDACTED),
+    (("xox",), r"xox[abposr]-[A-Za-z0-9\-]{10,}", REDACTED),
+    (("AIza",), r"AIza[0-9A-Za-z_\-]{35}", REDACTED),
+    (("hf_",), r"hf_[A-Za-z0-9]{30,}", REDACTED),
+    (("npm_",), r"npm_[A-Za-z0-9]{36}", REDACTED),
     # JSON Web Tokens: two base64url JSON objects and a signature.
     (
         ("eyJ",),
-        re.compile(r"eyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*"),
+        r"eyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*",
         REDACTED,
     ),
 )
 
 # One search for every rule's literals at once: most values hold none of them.
-_SHAPE_TRIGGER = re.compile("|".join(re.escape(lit) for rule in _SHAPE_RULES for lit in rule[0]))
+_SHAPE_TRIGGER = "|".join(re.escape(lit) for rule in _SHAPE_RULES for lit in rule[0])
 
 # key=value or key: value anywhere: query strings and keyword DSNs
 # ("host=h password=pw"), ODBC strings ("Pwd={p w};"), JSON ({"token": "x"}),
@@ -213,7 +233,7 @@ _SHAPE_TRIGGER = re.compile("|".join(re.escape(lit) for rule in _SHAPE_RULES for
 # key ("url=https://h/?token=x") is then scanned for pairs of its own. Keys
 # start at a word boundary and never give back characters (possessive), which
 # keeps the scan linear on long text.
-_PAIR = re.compile(
+_PAIR = (
     r"(?P<q>[\"']?)(?<![\w.])(?P<key>[A-Za-z_][\w.\-]*+)(?P=q)\]?"
     r"[ \t]*(?:=>|=(?!=)|:(?![:/]))[ \t]*"
     r"(?=(?P<val>(?:[bBrRuUfF]{1,2}(?=[\"']))?(?:\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\\\n]|\\.)*')"
@@ -223,17 +243,16 @@ _PAIR = re.compile(
 
 # --password hunter2: a flag and its value as separate words. The leading "-"
 # must not follow a word character or another "-" (not "x-token value").
-_CLI_FLAG = re.compile(r"-(?<![\w\-]-)-?(?P<key>[A-Za-z][\w\-]*+)[ \t]+(?P<val>[^\s\-]\S*)")
+_CLI_FLAG = r"-(?<![\w\-]-)-?(?P<key>[A-Za-z][\w\-]*+)[ \t]+(?P<val>[^\s\-]\S*)"
 
 # A private key block, or its BEGIN line up to the end of the text when the END
 # line is missing (a diff cut at its size cap): the body is hidden either way.
-_PEM_BLOCK = re.compile(
-    r"(?P<begin>-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----)(?P<body>.*?)"
-    r"(?:(?P<end>-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----)|\Z)",
-    re.DOTALL,
+_PEM_BLOCK = (
+    r"(?s)(?P<begin>-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----)(?P<body>.*?)"
+    r"(?:(?P<end>-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----)|\Z)"
 )
 # What starts a line before its content: a diff's "+"/"-"/" ", then indentation.
-_LINE_LEAD = re.compile(r"[+\- ]?[ \t]*")
+_LINE_LEAD = r"[+\- ]?[ \t]*"
 
 # Every secret-key rule needs one of these in the lowercased key, so a line that
 # holds none of them names no secret and the key scans skip it (most lines of a
@@ -251,10 +270,10 @@ _SHORTEST_SHAPE = 14
 def _hide_pairs(line: str) -> str:
     pieces: list[str] = []
     done = 0
-    for match in _PAIR.finditer(line):
+    for match in _compiled(_PAIR).finditer(line):
         start, end = match.span("val")
         val = match.group("val")
-        if start < done or val == REDACTED or _BLOCK_SCALAR.match(val):
+        if start < done or val == REDACTED or _compiled(_BLOCK_SCALAR).match(val):
             continue
         if not is_secret_key(match.group("key")):
             continue
@@ -284,10 +303,10 @@ def _hide_pem(match: re.Match[str]) -> str:
         return match.group("begin") + REDACTED + end
     # Keep the line count and a diff's "+"/"-" marks so a patch still reads:
     # the first piece ends the BEGIN line, the last one starts the END line.
-    last = _LINE_LEAD.match(lines[-1]).group(0) if end else REDACTED  # type: ignore[union-attr]
+    last = _compiled(_LINE_LEAD).match(lines[-1]).group(0) if end else REDACTED  # type: ignore[union-attr]
     hidden = [
         lines[0],
-        *(_LINE_LEAD.match(line).group(0) + REDACTED for line in lines[1:-1]),  # type: ignore[union-attr]
+        *(_compiled(_LINE_LEAD).match(line).group(0) + REDACTED for line in lines[1:-1]),  # type: ignore[union-attr]
         last if lines[-1] else "",
     ]
     return match.group("begin") + "\n".join(hidden) + end
@@ -317,13 +336,13 @@ def redact_value(value: str) -> str:
 
 def _hide_shapes(text: str) -> str:
     if "-----BEGIN" in text:
-        text = _PEM_BLOCK.sub(_hide_pem, text)
-    if _SHAPE_TRIGGER.search(text) is None:
+        text = _compiled(_PEM_BLOCK).sub(_hide_pem, text)
+    if _compiled(_SHAPE_TRIGGER).search(text) is None:
         return text
     for literals, pattern, replacement in _SHAPE_RULES:
         for literal in literals:
             if literal in text:
-                text = pattern.sub(replacement, text)
+                text = _compiled(pattern).sub(replacement, text)
                 break
     return text
 
@@ -351,11 +370,11 @@ def _hide_keys(text: str, *, whole_lines: bool) -> str:
 
 def _hide_keys_in_line(line: str, whole_lines: bool) -> str:
     if whole_lines:
-        line = _LINE_ASSIGNMENT.sub(_hide_line_assignment, line)
+        line = _compiled(_LINE_ASSIGNMENT).sub(_hide_line_assignment, line)
     if "=" in line or ":" in line:
         line = _hide_pairs(line)
     if "-" in line:
-        line = _CLI_FLAG.sub(_hide_cli_flag, line)
+        line = _compiled(_CLI_FLAG).sub(_hide_cli_flag, line)
     return line
 
 
@@ -414,23 +433,21 @@ def redact_mapping(mapping: Mapping[str, object]) -> dict[str, object]:
 # YAML list dash), then "=" or ":", then the rest of the line: .env, YAML, INI,
 # TOML, shell and Python assignments. The whole rest of the line is the value,
 # so "password: two words" loses both words.
-_LINE_ASSIGNMENT = re.compile(
-    r"^(?P<lead>[+\- ]?[ \t]*(?:export[ \t]+|-[ \t]+)?)"
+_LINE_ASSIGNMENT = (
+    r"(?m)^(?P<lead>[+\- ]?[ \t]*(?:export[ \t]+|-[ \t]+)?)"
     r"(?P<q>[\"']?)(?P<key>[A-Za-z_][\w.\-]*)(?P=q)"
-    r"(?P<sep>[ \t]*(?::=|=(?!=)|:(?!:))[ \t]*)(?P<val>[^\n]*)$",
-    re.MULTILINE,
+    r"(?P<sep>[ \t]*(?::=|=(?!=)|:(?!:))[ \t]*)(?P<val>[^\n]*)$"
 )
 
 # "key:" alone on a line, or "key: |" opening a YAML block scalar; the more
 # indented lines below it are its value.
-_YAML_HEAD = re.compile(
-    r"^(?P<lead>[+\- \t]*)(?P<q>[\"']?)(?P<key>[A-Za-z_][\w.\-]*)(?P=q):"
-    r"[ \t]*(?:[|>][+\-]?[0-9]?)?[ \t]*$",
-    re.MULTILINE,
+_YAML_HEAD = (
+    r"(?m)^(?P<lead>[+\- \t]*)(?P<q>[\"']?)(?P<key>[A-Za-z_][\w.\-]*)(?P=q):"
+    r"[ \t]*(?:[|>][+\-]?[0-9]?)?[ \t]*$"
 )
-_INDENTATION = re.compile(r"[ \t]*(?:-[ \t]+)*")
-_BLOCK_SCALAR = re.compile(r"[|>][+\-]?[0-9]?$")
-_DIFF_MARK = re.compile(r"^(?:diff --git |--- |@@ )", re.MULTILINE)
+_INDENTATION = r"[ \t]*(?:-[ \t]+)*"
+_BLOCK_SCALAR = r"[|>][+\-]?[0-9]?$"
+_DIFF_MARK = r"(?m)^(?:diff --git |--- |@@ )"
 
 
 def _hide_line_assignment(match: re.Match[str]) -> str:
@@ -438,7 +455,7 @@ def _hide_line_assignment(match: re.Match[str]) -> str:
     if (
         not val
         or val == REDACTED
-        or _BLOCK_SCALAR.match(val)
+        or _compiled(_BLOCK_SCALAR).match(val)
         or not is_secret_key(match.group("key"))
     ):
         return match.group(0)
@@ -455,17 +472,17 @@ def _hide_line_assignment(match: re.Match[str]) -> str:
 def _indent(line: str, is_diff: bool) -> tuple[str, int]:
     """The line's lead (diff mark, indentation, list dash) and its indentation width."""
     body = line[1:] if is_diff and line[:1] in ("+", "-", " ") else line
-    width = _INDENTATION.match(body).end()  # type: ignore[union-attr]
+    width = _compiled(_INDENTATION).match(body).end()  # type: ignore[union-attr]
     return line[: len(line) - len(body) + width], width
 
 
 def _hide_yaml_blocks(text: str) -> str:
     # In a diff the first character of a line is a mark, not indentation; plain
     # YAML is read as written, a list item's "- " counting as indentation.
-    is_diff = _DIFF_MARK.search(text) is not None
+    is_diff = _compiled(_DIFF_MARK).search(text) is not None
     pieces: list[str] = []
     done = 0
-    for head in _YAML_HEAD.finditer(text):
+    for head in _compiled(_YAML_HEAD).finditer(text):
         if head.start() < done or not is_secret_key(head.group("key")):
             continue
         depth = _indent(head.group("lead"), is_diff)[1]
