@@ -11,42 +11,91 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from flowrecord._frozen import FACTORY, frozen, set_field
 
 __all__ = ["Config", "load_config", "reset_config"]
 
 _DEFAULT_HOME = ".flowrecord"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Config:
     """Resolved flowrecord settings."""
 
+    __slots__ = (
+        "backends",
+        "capture_code",
+        "enabled",
+        "extra",
+        "flush_timeout_s",
+        "home",
+        "max_param_bytes",
+        "profile_datasets",
+        "redact_patterns",
+        "sample_interval_s",
+        "system_sampling",
+        "trace",
+        "validation_policy",
+    )
+
     home: Path
     """Directory of the local store and the spool (``FLOWRECORD_HOME``)."""
-    backends: tuple[str, ...] = ("local",)
+    backends: tuple[str, ...]
     """Active backend names, in order (``FLOWRECORD_BACKENDS=local,mlflow``)."""
-    enabled: bool = True
+    enabled: bool
     """``FLOWRECORD_DISABLED=1`` turns recording off entirely."""
-    flush_timeout_s: float = 2.0
+    flush_timeout_s: float
     """Longest a task end waits for its events to reach the backends before spooling them."""
-    sample_interval_s: float = 1.0
+    sample_interval_s: float
     """Seconds between system-usage samples of a task."""
-    system_sampling: bool = True
-    capture_code: bool = True
-    profile_datasets: bool = True
-    validation_policy: str = "record"
+    system_sampling: bool
+    capture_code: bool
+    profile_datasets: bool
+    validation_policy: str
     """Default policy of validations: ``record``, ``warn`` or ``fail``."""
-    max_param_bytes: int = 65536
+    max_param_bytes: int
     """Params longer than this are cut and flagged ``truncated``."""
-    redact_patterns: tuple[str, ...] = ()
+    redact_patterns: tuple[str, ...]
     """Extra key patterns (regular expressions) whose values are secrets."""
-    trace: bool = False
+    trace: bool
     """``FLOWRECORD_TRACE=1`` logs every hook call (pluggy tracing)."""
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any]
     """Backend-specific settings from ``[tool.flowrecord.<backend>]``."""
+
+    # Written out rather than made by @dataclass(frozen=True, slots=True), which cost
+    # every task process ~1 ms at import; @frozen gives it that dataclass's behaviour.
+    def __init__(
+        self,
+        home: Path,
+        backends: tuple[str, ...] = ("local",),
+        enabled: bool = True,
+        flush_timeout_s: float = 2.0,
+        sample_interval_s: float = 1.0,
+        system_sampling: bool = True,
+        capture_code: bool = True,
+        profile_datasets: bool = True,
+        validation_policy: str = "record",
+        max_param_bytes: int = 65536,
+        redact_patterns: tuple[str, ...] = (),
+        trace: bool = False,
+        extra: Mapping[str, Any] = FACTORY,
+    ) -> None:
+        set_field(self, "home", home)
+        set_field(self, "backends", backends)
+        set_field(self, "enabled", enabled)
+        set_field(self, "flush_timeout_s", flush_timeout_s)
+        set_field(self, "sample_interval_s", sample_interval_s)
+        set_field(self, "system_sampling", system_sampling)
+        set_field(self, "capture_code", capture_code)
+        set_field(self, "profile_datasets", profile_datasets)
+        set_field(self, "validation_policy", validation_policy)
+        set_field(self, "max_param_bytes", max_param_bytes)
+        set_field(self, "redact_patterns", redact_patterns)
+        set_field(self, "trace", trace)
+        set_field(self, "extra", {} if extra is FACTORY else extra)
 
     def as_mapping(self) -> dict[str, Any]:
         """The configuration as a plain dict, as handed to backends."""

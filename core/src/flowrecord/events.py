@@ -11,9 +11,12 @@ field is a JSON-compatible value. Changing the shape of an event is a change of
 from __future__ import annotations
 
 import enum
-import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
+
+from flowrecord._frozen import FACTORY as _FACTORY
+from flowrecord._frozen import frozen as _frozen
+from flowrecord._frozen import set_field as _set
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -57,79 +60,9 @@ class State(enum.StrEnum):
         return self is not State.STARTED
 
 
-_set = object.__setattr__
-
-
-class _Factory:
-    """Default of a mapping field: each event gets a fresh empty dict."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "<factory>"
-
-
-_FACTORY: Any = _Factory()
-
-_E = TypeVar("_E", bound="type[Event]")
-
-
-def _frozen(cls: _E) -> _E:
-    """Record the fields of an event class: its constructor's arguments, in order."""
-    code = cls.__init__.__code__
-    cls._fields = code.co_varnames[1 : 1 + code.co_kwonlyargcount]
-    cls._astuple = operator.attrgetter(*cls._fields)
-    return cls
-
-
-# The events used to be made with @dataclass(frozen=True, slots=True, kw_only=True).
-# Making a dataclass runs generated code through exec(), about 1 ms a class, which
-# every task process paid at import. The classes are now written out, with the same
-# constructor, attributes, immutability, repr, equality, hash and pickled form, and
-# the dataclass view of a class (dataclasses.fields, asdict, replace, is_dataclass)
-# is built from an equivalent dataclass the first time something asks for it.
-_TWINS: dict[type, type] = {}
-
-
-def _twin(cls: type[Event]) -> type:
-    """A dataclass with the same fields and defaults as *cls*, made once per class."""
-    twin = _TWINS.get(cls)
-    if twin is not None:
-        return twin
-    import dataclasses
-    import inspect
-
-    annotations: dict[str, Any] = {}
-    for c in reversed(cls.__mro__):
-        annotations.update(inspect.get_annotations(c))
-    namespace: dict[str, Any] = {
-        "__module__": cls.__module__,
-        "__qualname__": cls.__qualname__,
-        "__annotations__": {
-            name: annotation
-            for name, annotation in annotations.items()
-            if name in cls._fields or name == "kind"
-        },
-        "kind": cls.kind,
-    }
-    for name, default in (cls.__init__.__kwdefaults__ or {}).items():
-        namespace[name] = (
-            dataclasses.field(default_factory=dict) if default is _FACTORY else default
-        )
-    twin = dataclasses.dataclass(frozen=True, kw_only=True)(type(cls.__name__, (), namespace))
-    return _TWINS.setdefault(cls, twin)
-
-
-class _DataclassView:
-    """A class attribute taken from the class's dataclass twin when first read."""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    def __get__(self, obj: object, cls: type[Event]) -> Any:
-        return getattr(_twin(cls), self.name)
-
-
+# The events are written out rather than made by @dataclass(frozen=True, slots=True,
+# kw_only=True), which cost every task process ~1 ms a class at import; _frozen
+# gives them that dataclass's behaviour (see flowrecord._frozen).
 @_frozen
 class Event:
     """Fields every event carries."""
@@ -151,10 +84,6 @@ class Event:
     """Names of the fields in order: what repr, equality, pickling and :func:`event_to_dict` walk."""
     _astuple: ClassVar[Callable[[Event], tuple[Any, ...]]]
 
-    __match_args__ = ()
-    __dataclass_fields__ = _DataclassView()
-    __dataclass_params__ = _DataclassView()
-
     def __init__(
         self,
         *,
@@ -167,36 +96,6 @@ class Event:
         _set(self, "ts", ts)
         _set(self, "run_id", run_id)
         _set(self, "task_id", task_id)
-
-    def __repr__(self) -> str:
-        pairs = zip(self._fields, type(self)._astuple(self), strict=True)
-        return f"{type(self).__qualname__}({', '.join(f'{n}={v!r}' for n, v in pairs)})"
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return type(self)._astuple(self) == type(self)._astuple(other)
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(type(self)._astuple(self))
-
-    def __setattr__(self, name: str, value: object) -> None:
-        from dataclasses import FrozenInstanceError
-
-        raise FrozenInstanceError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        from dataclasses import FrozenInstanceError
-
-        raise FrozenInstanceError(f"cannot delete field {name!r}")
-
-    # The same pickled form as a frozen, slotted dataclass: the field values in order.
-    def __getstate__(self) -> list[Any]:
-        return list(type(self)._astuple(self))
-
-    def __setstate__(self, state: list[Any]) -> None:
-        for name, value in zip(self._fields, state, strict=False):
-            _set(self, name, value)
 
 
 @_frozen

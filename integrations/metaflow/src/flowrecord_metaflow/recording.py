@@ -29,10 +29,10 @@ import logging
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from flowrecord import recorder
+from flowrecord._frozen import FACTORY, frozen, set_field
 from flowrecord.events import State
 from flowrecord_metaflow.lineage import ArtifactTracker
 
@@ -54,22 +54,38 @@ ORCHESTRATOR = "metaflow"
 POLICIES = ("record", "warn", "fail")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class StepSettings:
     """What ``@flowrecord(...)`` asks of a step, checked once when the flow loads."""
 
-    card: bool = False
+    __slots__ = ("card", "policy", "validate", "validate_inherited")
+
+    card: bool
     """Render a Metaflow card with the task's record (costs seconds per task)."""
-    validate: Mapping[str, object] = field(default_factory=dict)
+    validate: Mapping[str, object]
     """Artifact name -> pandera schema, DataFrameModel, or ``"module:Name"`` naming one
     (imported only when the step validates: pandera stays out of the other tasks,
     and ``--with flowrecord:validate=...`` can name schemas from the command line)."""
-    policy: str | None = None
+    policy: str | None
     """``record``, ``warn`` or ``fail``; None: flowrecord's configured default."""
-    validate_inherited: bool = True
+    validate_inherited: bool
     """Validate an artifact the step only inherited. True for a ``@flowrecord`` written
     on the step; False when it is on every step (``@flowrecord_base``, ``--with``),
     where only the steps that set or read the artifact validate it."""
+
+    # Written out rather than made by @dataclass(frozen=True, slots=True), which cost
+    # every task process ~1 ms at import; @frozen gives it that dataclass's behaviour.
+    def __init__(
+        self,
+        card: bool = False,
+        validate: Mapping[str, object] = FACTORY,
+        policy: str | None = None,
+        validate_inherited: bool = True,
+    ) -> None:
+        set_field(self, "card", card)
+        set_field(self, "validate", {} if validate is FACTORY else validate)
+        set_field(self, "policy", policy)
+        set_field(self, "validate_inherited", validate_inherited)
 
     @classmethod
     def from_attributes(
