@@ -18,17 +18,16 @@ import contextvars
 import dataclasses
 import logging
 import math
-import numbers
 import os
 import sys
 import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flowrecord._frozen import frozen, set_field
 from flowrecord._ids import new_event_id, run_id_for, stable_id, task_id_for
 from flowrecord.config import Config, load_config
 from flowrecord.errors import FlowrecordWarning
@@ -86,32 +85,77 @@ MAX_KEY_LENGTH = 250
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+# Written out rather than made with @dataclass: every task process imports this
+# module, and each dataclass costs about a millisecond of generated code.
+
+
+@frozen
 class RunHandle:
     """An open pipeline run, as seen by this process."""
+
+    __slots__ = ("implicit", "orchestrator", "pipeline", "run_id", "run_key")
 
     run_id: str
     orchestrator: str
     pipeline: str
     run_key: str
-    implicit: bool = False
+    implicit: bool
+
+    def __init__(
+        self, run_id: str, orchestrator: str, pipeline: str, run_key: str, implicit: bool = False
+    ) -> None:
+        set_field(self, "run_id", run_id)
+        set_field(self, "orchestrator", orchestrator)
+        set_field(self, "pipeline", pipeline)
+        set_field(self, "run_key", run_key)
+        set_field(self, "implicit", implicit)
 
 
-@dataclass(slots=True, eq=False)
 class TaskHandle:
-    """An open task attempt, as seen by this process."""
+    """An open task attempt, as seen by this process (compared by identity)."""
 
-    task_id: str
-    run: RunHandle
-    name: str
-    try_number: int
-    map_index: int | None
-    started_at: float
-    attributes: Mapping[str, Any] = field(default_factory=dict)
-    _t0: float = 0.0
-    _sampler: Any = None
-    _closed: bool = False
-    _redacted: dict[str, str] | None = None  # attributes as recorded, made once per attempt
+    __slots__ = (
+        "_closed",
+        "_redacted",
+        "_sampler",
+        "_t0",
+        "attributes",
+        "map_index",
+        "name",
+        "run",
+        "started_at",
+        "task_id",
+        "try_number",
+    )
+
+    def __init__(
+        self,
+        task_id: str,
+        run: RunHandle,
+        name: str,
+        try_number: int,
+        map_index: int | None,
+        started_at: float,
+        attributes: Mapping[str, Any] | None = None,
+        _t0: float = 0.0,
+    ) -> None:
+        self.task_id = task_id
+        self.run = run
+        self.name = name
+        self.try_number = try_number
+        self.map_index = map_index
+        self.started_at = started_at
+        self.attributes: Mapping[str, Any] = {} if attributes is None else attributes
+        self._t0 = _t0
+        self._sampler: Any = None
+        self._closed = False
+        self._redacted: dict[str, str] | None = None  # attributes as recorded, once per attempt
+
+    def __repr__(self) -> str:
+        return (
+            f"TaskHandle(task_id={self.task_id!r}, name={self.name!r}, "
+            f"try_number={self.try_number!r}, map_index={self.map_index!r})"
+        )
 
     @property
     def run_id(self) -> str:
@@ -767,6 +811,8 @@ def _as_float(key: str, value: object) -> float:
         return float(value)
     if isinstance(value, bool):
         return float(value)
+    import numbers  # not at import: a metric is an int or a float nearly always
+
     if isinstance(value, numbers.Real):
         return float(value)
     # numpy scalars and 0-d arrays / tensors expose __float__; strings do not count.

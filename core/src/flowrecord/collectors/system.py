@@ -48,7 +48,6 @@ import math
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["SystemSampler", "gpu_smoke"]
@@ -211,13 +210,20 @@ class _ProcessProbe:
 # --------------------------------------------------------------------------- GPUs
 
 
-@dataclass
+# The small record classes below are written out rather than made with
+# @dataclass: every task process imports this module, and each dataclass costs
+# about half a millisecond of generated code at import.
+
+
 class _Device:
-    index: int
-    name: str
-    handle: Any
-    power_ok: bool = True
-    processes_ok: bool = True
+    __slots__ = ("handle", "index", "name", "power_ok", "processes_ok")
+
+    def __init__(self, index: int, name: str, handle: Any) -> None:
+        self.index = index
+        self.name = name
+        self.handle = handle
+        self.power_ok = True
+        self.processes_ok = True
 
 
 class _GpuProbe:
@@ -292,28 +298,40 @@ def _nvidia_driver_may_be_present() -> bool:
 # ------------------------------------------------------------------------- series
 
 
-@dataclass
 class _GpuBucket:
-    name: str
-    utilization_sum: float = 0.0
-    memory_used_max: int = 0
-    memory_total: int = 0
-    power_sum: float = 0.0
-    power_n: int = 0
-    process_memory_max: int | None = None
+    __slots__ = (
+        "memory_total",
+        "memory_used_max",
+        "name",
+        "power_n",
+        "power_sum",
+        "process_memory_max",
+        "utilization_sum",
+    )
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.utilization_sum = 0.0
+        self.memory_used_max = 0
+        self.memory_total = 0
+        self.power_sum = 0.0
+        self.power_n = 0
+        self.process_memory_max: int | None = None
 
 
-@dataclass
 class _Bucket:
     """One kept sample: the merge of ``n`` consecutive samples."""
 
-    t: float
-    n: int = 0
-    cpu_sum: float = 0.0
-    cpu_n: int = 0
-    rss_max: int | None = None
-    gpu_n: int = 0
-    gpus: dict[int, _GpuBucket] = field(default_factory=dict)
+    __slots__ = ("cpu_n", "cpu_sum", "gpu_n", "gpus", "n", "rss_max", "t")
+
+    def __init__(self, t: float) -> None:
+        self.t = t
+        self.n = 0
+        self.cpu_sum = 0.0
+        self.cpu_n = 0
+        self.rss_max: int | None = None
+        self.gpu_n = 0
+        self.gpus: dict[int, _GpuBucket] = {}
 
     def add(self, sample: dict[str, Any]) -> None:
         self.n += 1
@@ -417,11 +435,13 @@ class _Series:
         return tuple(b.as_sample() for b in buckets)
 
 
-@dataclass
 class _Stat:
-    peak: float | None = None
-    total: float = 0.0
-    n: int = 0
+    __slots__ = ("n", "peak", "total")
+
+    def __init__(self) -> None:
+        self.peak: float | None = None
+        self.total = 0.0
+        self.n = 0
 
     def add(self, value: float | None) -> None:
         if value is None:
@@ -435,14 +455,16 @@ class _Stat:
         return self.total / self.n if self.n else None
 
 
-@dataclass
 class _GpuStats:
-    name: str
-    utilization: _Stat = field(default_factory=_Stat)
-    memory: _Stat = field(default_factory=_Stat)
-    power: _Stat = field(default_factory=_Stat)
-    process_memory: _Stat = field(default_factory=_Stat)
-    memory_total: int = 0
+    __slots__ = ("memory", "memory_total", "name", "power", "process_memory", "utilization")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.utilization = _Stat()
+        self.memory = _Stat()
+        self.power = _Stat()
+        self.process_memory = _Stat()
+        self.memory_total = 0
 
     def as_summary(self, index: int) -> dict[str, Any]:
         return {
