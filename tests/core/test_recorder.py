@@ -452,3 +452,30 @@ def test_log_dataset_uri_is_a_str_or_path_and_anything_else_is_refused_at_the_ca
         from flowrecord.dispatcher import pending_spool_files, spool_dirs
 
         assert pending_spool_files(spool_dirs(tmp_path / "home", "local")) == []
+
+
+def test_task_attributes_are_redacted_under_the_rules_in_force(recording):
+    """Repeated attribute values reuse their redaction, yet a new rule applies at once.
+
+    The reuse is keyed by type too: 1 and True are equal in Python but recorded
+    as "1" and "true".
+    """
+    from flowrecord.collectors import secrets
+
+    def attributes_of(**attributes):
+        with flowrecord.run("pipe", "redact-cache"), flowrecord.task("t", attributes=attributes):
+            pass
+        flowrecord.flush(5)
+        return recording.events("task")[-1].attributes
+
+    try:
+        assert attributes_of(customer_ref="c-17", flag=1) == {"customer_ref": "c-17", "flag": "1"}
+        assert attributes_of(customer_ref="c-17", flag=True) == {
+            "customer_ref": "c-17",
+            "flag": "true",
+        }
+        secrets.add_patterns(["customer"])
+        assert attributes_of(customer_ref="c-17", flag=True)["customer_ref"] == "***"
+        assert attributes_of(source="postgresql://u:pw@db/x")["source"] == "postgresql://u:***@db/x"
+    finally:
+        secrets.clear_patterns()

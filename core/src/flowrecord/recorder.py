@@ -888,6 +888,13 @@ def _render_param(value: object) -> str:
         return value
     if isinstance(value, float) and not math.isfinite(value):
         return repr(value)
+    kind = type(value)
+    if kind is int or kind is float:  # what json.dumps writes for them, without it
+        return repr(value)
+    if kind is bool:
+        return "true" if value else "false"
+    if value is None:
+        return "null"
     try:
         import json
 
@@ -949,15 +956,36 @@ def log_params(params: Mapping[str, object]) -> None:
         _emit(_param_event(run_id, task_id, key, value, limit))
 
 
+# Redacted text of (rules version, key, type, value) for scalar tag values: an
+# orchestrator's task attributes (DAG id, operator, queue, pool, host...) repeat
+# from task to task, and redacting each anew was a tenth of a task's hooks.
+_redacted_cache: dict[tuple[int, str, type, object], str] = {}
+_CACHED_TYPES = frozenset({str, int, float, bool, type(None)})
+_CACHE_LIMIT = 4096
+
+
 def _redacted_tags(tags: Mapping[str, Any]) -> dict[str, str]:
     if not tags:
         return {}
-    from flowrecord.collectors.secrets import redact, redact_value
+    from flowrecord.collectors.secrets import redact, redact_value, rules_version
 
+    version = rules_version()
+    cache = _redacted_cache
     out = {}
     for key, value in tags.items():
         k = str(key)
-        out[k] = redact_value(_render_param(redact(k, value)))
+        kind = type(value)
+        if kind in _CACHED_TYPES and (kind is not str or len(value) <= 256):
+            ck = (version, k, kind, value)
+            text = cache.get(ck)
+            if text is None:
+                text = redact_value(_render_param(redact(k, value)))
+                if len(cache) >= _CACHE_LIMIT:
+                    cache.clear()
+                cache[ck] = text
+            out[k] = text
+        else:
+            out[k] = redact_value(_render_param(redact(k, value)))
     return out
 
 

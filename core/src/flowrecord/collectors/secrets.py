@@ -136,6 +136,14 @@ def _decide(key: str, generation: int) -> bool:
     return secret.search(_compiled(_ALLOWED_PHRASES).sub("_", normal)) is not None
 
 
+def rules_version() -> int:
+    """A number that changes whenever :func:`add_patterns` or :func:`clear_patterns` changes the rules.
+
+    What was redacted under one version may be reused while it holds.
+    """
+    return _generation
+
+
 def is_secret_key(key: str) -> bool:
     """Whether a value stored under ``key`` must be hidden entirely.
 
