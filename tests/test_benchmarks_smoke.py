@@ -184,3 +184,21 @@ def test_run_all_quick_combines_the_scripts_figures(tmp_path: Path) -> None:
         assert f"| {name} |" in markdown, f"{name!r} missing from the markdown:\n{markdown}"
     assert "Measured " in markdown and " CPUs (" in markdown
     assert "goals met: " in markdown
+
+
+def test_paired_overhead_reads_a_known_shift_and_refuses_unpaired_rounds(monkeypatch) -> None:
+    """Rounds 3% slower with flowrecord read +3%, inside an interval; unequal rounds are refused."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from _common import paired_overhead
+
+    # A drifting machine: each round slower than the last, both variants alike.
+    without = [1.0 + 0.05 * i + (0.01 if i % 3 == 0 else -0.01) for i in range(21)]
+    with_ = [w * 1.03 for w in without]
+    estimate, low, high = paired_overhead(with_, without)
+    assert abs(estimate - 0.03) < 1e-9
+    assert low <= estimate <= high
+    # One round hit by a burst of noise does not move the estimate.
+    with_[7] *= 1.5
+    assert abs(paired_overhead(with_, without)[0] - 0.03) < 1e-9
+    with pytest.raises(ValueError, match="same, non-zero number of rounds"):
+        paired_overhead(with_[:-1], without)
