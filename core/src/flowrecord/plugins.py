@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pluggy
-
-from flowrecord import hookspecs
+if TYPE_CHECKING:
+    import pluggy
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -78,6 +77,10 @@ def make_plugin_manager(
     plugins: Iterable[tuple[str, Any]] = (), trace: bool = False
 ) -> pluggy.PluginManager:
     """A plugin manager with the flowrecord hook specs and *plugins* registered."""
+    import pluggy  # not at import: a process on built-in backends alone never needs it
+
+    from flowrecord import hookspecs
+
     pm = pluggy.PluginManager("flowrecord")
     pm.add_hookspecs(hookspecs)
     for name, plugin in plugins:

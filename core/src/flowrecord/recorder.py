@@ -168,28 +168,39 @@ class TaskHandle:
 
 
 class Runtime:
-    """What one process needs to record: config, plugin manager, dispatcher."""
+    """What one process needs to record: config, backends, dispatcher.
+
+    Built-in backends are called directly (:class:`~flowrecord.dispatcher.DirectCallers`);
+    the pluggy plugin manager is built only when something needs it: a
+    third-party backend or an added plugin, tracing, the lifecycle registry's
+    hooks (:attr:`pm`).
+    """
 
     def __init__(self, config: Config, extra_plugins: Mapping[str, Any] | None = None) -> None:
-        from flowrecord.dispatcher import Dispatcher, subset_callers
-        from flowrecord.plugins import load_backend, make_plugin_manager
+        from flowrecord.dispatcher import DirectCallers, Dispatcher, subset_callers
+        from flowrecord.plugins import BUILTIN_BACKENDS, load_backend
 
         self.config = config
         if config.redact_patterns:
             from flowrecord.collectors.secrets import add_patterns
 
             add_patterns(config.redact_patterns)
-        plugins: list[tuple[str, Any]] = []
+        self._plugins: dict[str, Any] = {}
+        self._pm: pluggy.PluginManager | None = None
+        self._pm_lock = threading.Lock()
         errors: dict[str, str] = {}
         for name in config.backends:
             try:
-                plugins.append((name, load_backend(name)))
+                self._plugins[name] = load_backend(name)
             except Exception as exc:  # the backend's events still spool, for later
                 errors[name] = f"{type(exc).__name__}: {exc}"
                 log.warning("flowrecord: backend %r unavailable: %s", name, errors[name])
         for name, plugin in (extra_plugins or {}).items():
-            plugins.append((name, plugin))
-        self.pm: pluggy.PluginManager = make_plugin_manager(plugins, trace=config.trace)
+            self._plugins[name] = plugin
+        direct = not config.trace and all(
+            name in BUILTIN_BACKENDS and name not in (extra_plugins or {})
+            for name in self._plugins
+        )
         settings = config.as_mapping()
         callers: dict[str, Any] = {}
         for name in [*config.backends, *(extra_plugins or {})]:
@@ -197,8 +208,11 @@ class Runtime:
                 callers[name] = None
                 continue
             try:
-                subset_callers(self.pm, name)("flowrecord_backend_configure")(config=settings)
-                callers[name] = subset_callers(self.pm, name)
+                caller = (
+                    DirectCallers(self._plugins[name]) if direct else subset_callers(self.pm, name)
+                )
+                caller("flowrecord_backend_configure")(config=settings)
+                callers[name] = caller
             except Exception as exc:
                 errors[name] = f"{type(exc).__name__}: {exc}"
                 callers[name] = None
@@ -208,6 +222,17 @@ class Runtime:
         self._code_runs: set[str] = set()
         #: Background code captures; a flush waits for them so short tasks keep theirs.
         self.capture_threads: list[threading.Thread] = []
+
+    @property
+    def pm(self) -> pluggy.PluginManager:
+        """The pluggy plugin manager with every backend registered, built on first use."""
+        if self._pm is None:
+            with self._pm_lock:
+                if self._pm is None:
+                    from flowrecord.plugins import make_plugin_manager
+
+                    self._pm = make_plugin_manager(self._plugins.items(), trace=self.config.trace)
+        return self._pm
 
     def wait_for_captures(self, deadline: float) -> None:
         for thread in list(self.capture_threads):
@@ -222,10 +247,13 @@ class Runtime:
         """Register *plugin* in the live plugin manager and give it a worker."""
         from flowrecord.dispatcher import subset_callers
 
-        if self.pm.get_plugin(name) is not None:
+        if name in self._plugins:
             return
-        self.pm.register(plugin, name=name)
-        callers = subset_callers(self.pm, name)
+        pm = self.pm
+        with self._pm_lock:
+            self._plugins[name] = plugin
+            pm.register(plugin, name=name)
+        callers = subset_callers(pm, name)
         try:
             callers("flowrecord_backend_configure")(config=self.config.as_mapping())
         except Exception as exc:
@@ -234,13 +262,14 @@ class Runtime:
 
     def remove_backend(self, name: str) -> None:
         self.dispatcher.remove_worker(name)
-        plugin = self.pm.get_plugin(name)
-        if plugin is not None:
-            self.pm.unregister(plugin)
+        with self._pm_lock:
+            plugin = self._plugins.pop(name, None)
+            if plugin is not None and self._pm is not None:
+                self._pm.unregister(plugin)
 
     def local_store(self) -> Any:
         """The local store when the ``local`` backend is active, else None."""
-        plugin = self.pm.get_plugin("local")
+        plugin = self._plugins.get("local")
         if plugin is None or "local" in self.errors:
             return None
         try:
@@ -249,10 +278,17 @@ class Runtime:
             return None
 
     def close(self) -> None:
+        from flowrecord.dispatcher import DirectCallers
+
         self.wait_for_captures(time.monotonic() + self.config.flush_timeout_s)
         self.dispatcher.close(self.config.flush_timeout_s)
-        with contextlib.suppress(Exception):
-            self.pm.hook.flowrecord_backend_close()
+        if self._pm is not None:
+            with contextlib.suppress(Exception):
+                self._pm.hook.flowrecord_backend_close()
+            return
+        for plugin in list(self._plugins.values()):
+            with contextlib.suppress(Exception):
+                DirectCallers(plugin)("flowrecord_backend_close")()
 
 
 _runtime: Runtime | None = None

@@ -25,8 +25,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from flowrecord._impl import hookimpl
 from flowrecord.events import metric_point
-from flowrecord.hookspecs import hookimpl
 
 __all__ = ["STORE_FILE", "LocalBackend", "LocalStore", "StoreError"]
 

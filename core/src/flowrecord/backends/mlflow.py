@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlparse
 
+from flowrecord._impl import hookimpl
 from flowrecord.backends import _mlflow_mapping as mapping
 from flowrecord.errors import EventRefused
 from flowrecord.events import MetricBatch, metric_point
-from flowrecord.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

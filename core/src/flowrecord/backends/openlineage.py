@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from flowrecord._impl import hookimpl
 from flowrecord.errors import EventRefused
 from flowrecord.events import (
     DatasetEvent,
@@ -57,7 +58,6 @@ from flowrecord.events import (
     event_from_dict,
     event_to_dict,
 )
-from flowrecord.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from openlineage.client import OpenLineageClient
