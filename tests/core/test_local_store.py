@@ -105,3 +105,33 @@ def test_registry_versions_and_aliases(tmp_path: Path):
     assert model["versions"] == ["1", "2"] and model["aliases"] == {"champion": "2"}
     history = store.query("SELECT version, previous_version FROM alias_history ORDER BY id")
     assert [tuple(r) for r in history] == [("1", None), ("2", "1")]
+
+
+def test_opening_a_made_store_needs_no_write_lock_and_a_newer_one_is_refused(tmp_path: Path):
+    """A process opens an existing store while another holds the write lock; newer schemas stop it.
+
+    Each short task process opens the store once: waiting for the write lock
+    just to read the schema version would queue them behind every writer.
+    """
+    import time
+
+    from flowrecord.backends.local import STORE_SCHEMA_VERSION
+
+    LocalStore(tmp_path).connect()  # made
+    path = next(tmp_path.glob("*.db"))
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process, mid-write
+    try:
+        started = time.monotonic()
+        store = LocalStore(tmp_path)
+        assert store.query("SELECT count(*) AS n FROM runs")[0]["n"] == 0
+        assert time.monotonic() - started < 5  # the busy timeout is 60 s
+        store.close()
+    finally:
+        writer.execute("ROLLBACK")
+    writer.execute(
+        "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(STORE_SCHEMA_VERSION + 1),)
+    )
+    writer.close()
+    with pytest.raises(StoreError, match="newer flowrecord"):
+        LocalStore(tmp_path).connect()

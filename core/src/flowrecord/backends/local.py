@@ -215,7 +215,7 @@ class LocalStore:
             raise StoreError(f"cannot open the flowrecord store at {self.path}: {exc}") from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._check_identity(conn)
+            ready = self._check_identity(conn)
             self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
             conn.execute("PRAGMA synchronous = NORMAL")
             # Checkpoints are where WAL mode pays for fsync: one every 16 MiB of WAL
@@ -223,7 +223,8 @@ class LocalStore:
             # file is cut back after a checkpoint, so a burst does not leave it big.
             conn.execute("PRAGMA wal_autocheckpoint = 4000")
             conn.execute("PRAGMA journal_size_limit = 67108864")
-            self._retry(lambda: self._init_schema(conn))
+            if not ready:
+                self._retry(lambda: self._init_schema(conn))
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise StoreError(f"{self.path} is not a usable flowrecord store: {exc}") from exc
@@ -245,8 +246,14 @@ class LocalStore:
                 time.sleep(0.02 * (i + 1))
         return None
 
-    def _check_identity(self, conn: sqlite3.Connection) -> None:
-        # Both reads in one read transaction: another process creating the store
+    def _check_identity(self, conn: sqlite3.Connection) -> bool:
+        """Raise if the file is not a flowrecord store; True if it is one, schema made.
+
+        A store of this schema version or older needs no write transaction to
+        open (:meth:`_init_schema` takes the write lock): every short task
+        process of a parallel run opens the store once.
+        """
+        # The reads in one read transaction: another process creating the store
         # between them must not make a fresh store look foreign.
         conn.execute("BEGIN")
         try:
@@ -254,10 +261,20 @@ class LocalStore:
             tables = conn.execute(
                 "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
             ).fetchone()[0]
+            version = None
+            if app_id == APPLICATION_ID:
+                row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                version = None if row is None else int(row[0])
         finally:
             conn.execute("COMMIT")
         if app_id != APPLICATION_ID and (app_id != 0 or tables):
             raise StoreError(f"{self.path} exists but is not a flowrecord store")
+        if version is not None and version > STORE_SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} was written by a newer flowrecord "
+                f"(store schema {version} > {STORE_SCHEMA_VERSION})"
+            )
+        return version is not None
 
     def _init_schema(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
