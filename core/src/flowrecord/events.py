@@ -60,6 +60,14 @@ class State(enum.StrEnum):
         return self is not State.STARTED
 
 
+def _set_common(event: Any, event_id: str, ts: float, run_id: str, task_id: str | None) -> None:
+    """Set the fields every event carries (from an event class's ``__init__``)."""
+    _set(event, "event_id", event_id)
+    _set(event, "ts", ts)
+    _set(event, "run_id", run_id)
+    _set(event, "task_id", task_id)
+
+
 # The events are written out rather than made by @dataclass(frozen=True, slots=True,
 # kw_only=True), which cost every task process ~1 ms a class at import; _frozen
 # gives them that dataclass's behaviour (see flowrecord._frozen).
@@ -92,10 +100,7 @@ class Event:
         run_id: str,
         task_id: str | None = None,
     ) -> None:
-        _set(self, "event_id", event_id)
-        _set(self, "ts", ts)
-        _set(self, "run_id", run_id)
-        _set(self, "task_id", task_id)
+        _set_common(self, event_id, ts, run_id, task_id)
 
 
 @_frozen
@@ -130,10 +135,7 @@ class RunEvent(Event):
         tags: Mapping[str, str] = _FACTORY,
         error: str | None = None,
     ) -> None:
-        _set(self, "event_id", event_id)
-        _set(self, "ts", ts)
-        _set(self, "run_id", run_id)
-        _set(self, "task_id", task_id)
+        _set_common(self, event_id, ts, run_id, task_id)
         _set(self, "state", state)
         _set(self, "orchestrator", orchestrator)
         _set(self, "pipeline", pipeline)
@@ -195,10 +197,7 @@ class TaskEvent(Event):
         pid: int | None = None,
         attributes: Mapping[str, Any] = _FACTORY,
     ) -> None:
-        _set(self, "event_id", event_id)
-        _set(self, "ts", ts)
-        _set(self, "run_id", run_id)
-        _set(self, "task_id", task_id)
+        _set_common(self, event_id, ts, run_id, task_id)
         _set(self, "state", state)
         _set(self, "name", name)
         _set(self, "try_number", try_number)
@@ -234,10 +233,7 @@ class MetricEvent(Event):
         value: float,
         step: int | None = None,
     ) -> None:
-        _set(self, "event_id", event_id)
-        _set(self, "ts", ts)
-        _set(self, "run_id", run_id)
-        _set(self, "task_id", task_id)
+        _set_common(self, event_id, ts, run_id, task_id)
         _set(self, "key", key)
         _set(self, "value", value)
         _set(self, "step", step)
@@ -302,10 +298,7 @@ class ParamEvent(Event):
         value: str,
         truncated: bool = False,
     ) -> None:
-        _set(self, "event_id", event_id)
-        _set(self, "ts", ts)
-        _set(self, "run_id", run_id)
-        _set(self, "task_id", task_id)
+        _set_common(self, event_id, ts, run_id, task_id)
         _set(self, "key", key)
         _set(self, "value", value)
         _set(self, "truncated", truncated)
@@ -330,10 +323,7 @@ class TagEvent(Event):
         task_id: str | None = None,
         tags: Mapping[str, str],
     ) -> None:
-        _set(self, "event_id", event_id)
-        _set(self, "ts", ts)
-        _set(self, "run_id", run_id)
-        _set(self, "task_id", task_id)
+        _set_common(self, event_id, ts, run_id, task_id)
         _set(self, "tags", tags)
 
 
@@ -391,10 +381,7 @@ class DatasetEvent(Event):
         profile: Mapping[str, Any] = _FACTORY,
         warnings: tuple[str, ...] = (),
     ) -> None:
-        _set(self, "event_id", event_id)
-        _set(self, "ts", ts)
-        _set(self, "run_id", run_id)
-        _set(self, "task_id", task_id)
+        _set_common(self, event_id, ts, run_id, task_id)
         _set(self, "name", name)
         _set(self, "role", role)
         _set(self, "uri", uri)
@@ -464,10 +451,7 @@ class ValidationEvent(Event):
         error: str | None = None,
         validation_id: str | None = None,
     ) -> None:
-        _set(self, "event_id", event_id)
-        _set(self, "ts", ts)
-        _set(self, "run_id", run_id)
-        _set(self, "task_id", task_id)
+        _set_common(self, event_id, ts, run_id, task_id)
         _set(self, "dataset_name", dataset_name)
         _set(self, "fingerprint", fingerprint)
         _set(self, "validator", validator)
@@ -504,10 +488,7 @@ class SystemUsageEvent(Event):
         summary: Mapping[str, Any],
         samples: tuple[Mapping[str, Any], ...] = (),
     ) -> None:
-        _set(self, "event_id", event_id)
-        _set(self, "ts", ts)
-        _set(self, "run_id", run_id)
-        _set(self, "task_id", task_id)
+        _set_common(self, event_id, ts, run_id, task_id)
         _set(self, "summary", summary)
         _set(self, "samples", samples)
 
@@ -568,10 +549,7 @@ class CodeSnapshotEvent(Event):
         untracked: tuple[str, ...] = (),
         warnings: tuple[str, ...] = (),
     ) -> None:
-        _set(self, "event_id", event_id)
-        _set(self, "ts", ts)
-        _set(self, "run_id", run_id)
-        _set(self, "task_id", task_id)
+        _set_common(self, event_id, ts, run_id, task_id)
         _set(self, "commit", commit)
         _set(self, "branch", branch)
         _set(self, "dirty", dirty)
@@ -611,10 +589,7 @@ class ArtifactEvent(Event):
         size_bytes: int | None = None,
         fingerprint: str | None = None,
     ) -> None:
-        _set(self, "event_id", event_id)
-        _set(self, "ts", ts)
-        _set(self, "run_id", run_id)
-        _set(self, "task_id", task_id)
+        _set_common(self, event_id, ts, run_id, task_id)
         _set(self, "name", name)
         _set(self, "path", path)
         _set(self, "size_bytes", size_bytes)
@@ -663,10 +638,7 @@ class GateDecisionEvent(Event):
         reasons: tuple[str, ...] = (),
         evidence: Mapping[str, Any] = _FACTORY,
     ) -> None:
-        _set(self, "event_id", event_id)
-        _set(self, "ts", ts)
-        _set(self, "run_id", run_id)
-        _set(self, "task_id", task_id)
+        _set_common(self, event_id, ts, run_id, task_id)
         _set(self, "decision_id", decision_id)
         _set(self, "model", model)
         _set(self, "version", version)
