@@ -198,8 +198,7 @@ class Runtime:
         for name, plugin in (extra_plugins or {}).items():
             self._plugins[name] = plugin
         direct = not config.trace and all(
-            name in BUILTIN_BACKENDS and name not in (extra_plugins or {})
-            for name in self._plugins
+            name in BUILTIN_BACKENDS and name not in (extra_plugins or {}) for name in self._plugins
         )
         settings = config.as_mapping()
         callers: dict[str, Any] = {}
