@@ -135,3 +135,20 @@ def test_opening_a_made_store_needs_no_write_lock_and_a_newer_one_is_refused(tmp
     writer.close()
     with pytest.raises(StoreError, match="newer flowrecord"):
         LocalStore(tmp_path).connect()
+
+
+def test_a_damaged_schema_version_is_a_store_error_and_events_wait_in_the_spool(tmp_path: Path):
+    """Garbage in the store's version row is a clear StoreError, and the events are kept.
+
+    A ValueError would read as "this event is wrong" and send every event to the
+    dead letters; a StoreError is not about the events, which the spool keeps.
+    """
+    from flowrecord.dispatcher import PERMANENT, failure_kind
+
+    LocalStore(tmp_path).connect()
+    path = next(tmp_path.glob("*.db"))
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = 'v2-beta' WHERE key = 'schema_version'")
+    with pytest.raises(StoreError, match="damaged schema version") as caught:
+        LocalStore(tmp_path).connect()
+    assert failure_kind(caught.value) != PERMANENT

@@ -137,6 +137,15 @@ class StoreError(RuntimeError):
     """The store cannot be opened or written (not a flowrecord store, read-only, full)."""
 
 
+def _schema_version(path: Path, value: object) -> int:
+    # A damaged meta row must not surface as a ValueError: the dispatcher would
+    # take that for a refused event and set every event aside as a dead letter.
+    try:
+        return int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise StoreError(f"{path} has a damaged schema version ({value!r})") from None
+
+
 # One encoder for every write: json.dumps with options builds a new one per call.
 _encode = json.JSONEncoder(default=str, allow_nan=False, separators=(",", ":")).encode
 
@@ -264,7 +273,7 @@ class LocalStore:
             version = None
             if app_id == APPLICATION_ID:
                 row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                version = None if row is None else int(row[0])
+                version = None if row is None else _schema_version(self.path, row[0])
         finally:
             conn.execute("COMMIT")
         if app_id != APPLICATION_ID and (app_id != 0 or tables):
@@ -296,7 +305,7 @@ class LocalStore:
                 )
             else:
                 row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                if row is not None and int(row[0]) > STORE_SCHEMA_VERSION:
+                if row is not None and _schema_version(self.path, row[0]) > STORE_SCHEMA_VERSION:
                     raise StoreError(
                         f"{self.path} was written by a newer flowrecord "
                         f"(store schema {row[0]} > {STORE_SCHEMA_VERSION})"
