@@ -1146,7 +1146,7 @@ class DirectCallers:
     that name with the arguments it declares and returns ``[result]``, or ``[]``
     for None (pluggy's list of results); a hook the plugin does not implement
     returns ``[]``. A task process that records to built-in backends alone so
-    imports no pluggy and builds no plugin manager, which was about 6 ms of every
+    imports no pluggy and builds no plugin manager, which was milliseconds of every
     short task's process (Metaflow runs each task in its own).
     """
 
