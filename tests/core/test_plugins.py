@@ -200,18 +200,53 @@ def test_a_process_on_builtin_backends_imports_no_pluggy(tmp_path: Path):
 
 
 def test_direct_callers_answer_as_a_one_plugin_subset_does(tmp_path: Path):
-    """The same answers as pluggy's caller for the local backend, and [] for a hook it lacks."""
-    from flowrecord.backends.local import LocalBackend
-    from flowrecord.dispatcher import DirectCallers, subset_callers
+    """The same answers and the same stored record as pluggy's caller; [] for a hook not there.
+
+    Like pluggy, an implementation gets only the arguments it declares, and an
+    unmarked method of the same name is not a hook.
+    """
+    from _bursts import task_burst
+
+    from flowrecord._impl import hookimpl
+    from flowrecord.backends.local import LocalBackend, LocalStore
+    from flowrecord.dispatcher import DirectCallers, send_batch, subset_callers
     from flowrecord.plugins import make_plugin_manager
 
-    direct_backend, pluggy_backend = LocalBackend(tmp_path / "a"), LocalBackend(tmp_path / "b")
-    direct = DirectCallers(direct_backend)
-    through_pluggy = subset_callers(make_plugin_manager([("local", pluggy_backend)]), "local")
-    for callers in (direct, through_pluggy):
-        callers("flowrecord_backend_configure")(config={"home": str(tmp_path)})
+    class Narrow:
+        """Declares fewer arguments than the spec passes, and one unmarked method."""
+
+        def __init__(self) -> None:
+            self.ended = 0
+
+        @hookimpl
+        def flowrecord_batch_end(self) -> None:
+            self.ended += 1
+
+        def flowrecord_batch_begin(self) -> bool:  # not marked: not an implementation
+            raise AssertionError("an unmarked method was called")
+
+    events = task_burst("direct-or-not", 3, metrics=2)
+    stored = {}
+    for label in ("direct", "pluggy"):
+        backend = LocalBackend(tmp_path / label)
+        narrow = Narrow()
+        if label == "direct":
+            callers, narrow_callers = DirectCallers(backend), DirectCallers(narrow)
+        else:
+            pm = make_plugin_manager([("local", backend), ("narrow", narrow)])
+            callers, narrow_callers = subset_callers(pm, "local"), subset_callers(pm, "narrow")
+        callers("flowrecord_backend_configure")(config={"home": str(tmp_path / label)})
         assert callers("flowrecord_batch_begin")() == [True]
         assert callers("flowrecord_batch_end")(ok=True) == []
+        send_batch(callers, events)
+        assert narrow_callers("flowrecord_batch_end")(ok=True) == [] and narrow.ended == 1
+        assert narrow_callers("flowrecord_batch_begin")() == []
+        store = LocalStore(tmp_path / label)
+        stored[label] = [
+            tuple(r)
+            for table in ("runs", "tasks", "metric_points")
+            for r in store.query(f"SELECT * FROM {table} ORDER BY 1")
+        ]
+    assert stored["direct"] == stored["pluggy"] and len(stored["direct"]) == 1 + 3 + 6
     # A hook the plugin does not implement is nobody's business.
-    assert not hasattr(direct_backend, "flowrecord_no_such_hook")
-    assert direct("flowrecord_no_such_hook")(anything=1) == []
+    assert DirectCallers(Narrow())("flowrecord_no_such_hook")(anything=1) == []
