@@ -110,3 +110,28 @@ def test_dag_test_returns_with_the_whole_record_stored(load_dag, flowrecord_home
     tasks = record.tasks(run)
     assert {name for name, _, _ in tasks} == {"write_raw", "load", "train", "classic_python"}
     assert all(row["state"] == "succeeded" and row["ended_at"] for row in tasks.values())
+
+
+class _CallableWithoutHash:
+    """A task callable object that defines equality and so has no hash."""
+
+    def __eq__(self, other):
+        return isinstance(other, _CallableWithoutHash)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __call__(self, rows: int, label: str = "x") -> None:
+        return None
+
+
+@pytest.mark.unit
+def test_argument_signatures_are_reused_and_an_unhashable_callable_still_gets_one():
+    """A task function's signature is read once; a callable that cannot be a cache key still binds."""
+    from flowrecord_airflow import adapter
+
+    def task_fn(a: int, b: str = "y") -> None:
+        return None
+
+    assert adapter._signature(task_fn) is adapter._signature(task_fn)
+    odd = _CallableWithoutHash()
+    assert list(adapter._signature(odd).parameters) == ["rows", "label"]
