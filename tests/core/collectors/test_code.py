@@ -103,6 +103,27 @@ def test_a_clean_tree_runs_no_diff_and_a_rename_is_read(repo, monkeypatch):
 
 
 @pytest.mark.integration
+def test_commit_and_branch_survive_a_status_that_says_nothing(repo, monkeypatch):
+    """Should git status fail (no header), commit, branch and diff still come from git."""
+    from flowrecord.collectors import code
+
+    real = code._git_stream
+
+    def status_fails(cwd, args, *rest):
+        if args[0] == "status":
+            return b"", False, False  # what a git status that exited at once leaves
+        return real(cwd, args, *rest)
+
+    monkeypatch.setattr(code, "_git_stream", status_fails)
+    (repo / "train.py").write_text("lr = 0.3\n")
+    snap = capture_code(repo, with_packages=False)
+    assert snap["commit"] == git(repo, "rev-parse", "HEAD") and snap["branch"] == "main"
+    # Nothing known about the tree is not a clean tree: the diff is read, not assumed empty.
+    assert snap["dirty"] is None and "+lr = 0.3" in snap["diff"]
+    assert any("git status failed" in w for w in snap["warnings"])
+
+
+@pytest.mark.integration
 def test_only_untracked_files_make_the_tree_dirty(repo):
     """A new file nobody added yet still makes the working tree dirty."""
     (repo / "new_step.py").write_text("print('hi')\n")

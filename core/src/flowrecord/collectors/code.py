@@ -197,6 +197,7 @@ def _git_snapshot(start: Path, max_diff_bytes: int, timeout: float) -> dict[str,
             timeout,
         )
         parsed = _parse_status(raw, warnings)
+        status_failed = parsed.commit is None and not status_late
         if parsed.commit is None:  # no header: status failed or timed out
             status, found, _ = _git(
                 repo, ["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], timeout
@@ -215,13 +216,15 @@ def _git_snapshot(start: Path, max_diff_bytes: int, timeout: float) -> dict[str,
 
         if status_late:
             warnings.append(f"git status timed out after {timeout:g}s: dirty flag unknown")
+        elif status_failed:
+            warnings.append("git status failed: dirty flag and untracked files unknown")
         else:
             info["dirty"] = parsed.changed or bool(parsed.untracked)
             info["untracked"] = parsed.untracked
             if status_cut:
                 warnings.append("git status output was too long: the untracked list is partial")
 
-        if commit and not (parsed.changed or status_late or status_cut):
+        if commit and not (parsed.changed or status_late or status_failed or status_cut):
             info["diff"] = ""  # no tracked file differs from HEAD
             info["diff_truncated"] = False
         elif commit:
